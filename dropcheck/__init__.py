@@ -1,0 +1,32 @@
+"""dropcheck: numerical and symbolic verification of dropout's regularization.
+
+Wei, Kakade & Ma, "The Implicit and Explicit Regularization Effects of Dropout", ICML 2020,
+and classical dropout theory, checked against exact enumeration, autograd and sympy.
+"""
+
+from dropcheck import backend, exact, losses, montecarlo, noise, testing
+from dropcheck.losses import CrossEntropy, Squared
+from dropcheck.models import MLP, Linear, Model, Site
+from dropcheck.noise import TooManyMasksError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # models
+    "MLP",
+    "Linear",
+    "Model",
+    "Site",
+    # losses
+    "CrossEntropy",
+    "Squared",
+    # modules
+    "backend",
+    "exact",
+    "losses",
+    "montecarlo",
+    "noise",
+    "testing",
+    # errors
+    "TooManyMasksError",
+]

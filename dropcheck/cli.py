@@ -1,0 +1,85 @@
+"""The ``dropcheck`` command: ``verify``, ``plot`` and the commands later modules add."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from verification import run
+
+    ids = [i for s in (args.only or []) for i in s.split(",") if i]
+    return run(
+        ids or None,
+        quick=args.quick,
+        seed=args.seed,
+        outdir=args.out,
+        json_path=args.json,
+        progress=not args.no_progress,
+    )
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from verification import Context, all_plots
+
+    plots = all_plots()
+    if args.list or args.name is None:
+        for p in plots.values():
+            print(f"{p.name:24s} {p.help}")
+        return 0
+    if args.name not in plots:
+        print(f"dropcheck plot: unknown plot {args.name!r}; known: {', '.join(plots)}",
+              file=sys.stderr)
+        return 2
+    out = Path(args.output or f"{args.name}.{args.format}")
+    ctx = Context(quick=args.quick, seed=args.seed, outdir=out.parent)
+    plots[args.name].make(ctx, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``dropcheck`` command."""
+    p = argparse.ArgumentParser(
+        prog="dropcheck",
+        description="Check dropout theory (Wei, Kakade & Ma 2020; classical results) with numbers.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("verify", help="measure every claim of paper-notes and print the table")
+    v.add_argument("--quick", action="store_true", help="small sizes: well under a minute")
+    v.add_argument("--only", action="append", metavar="IDS", help="comma-separated claim IDs")
+    v.add_argument("--json", metavar="PATH", help="write the JSON report here")
+    v.add_argument("--out", metavar="DIR", default="dropcheck-report",
+                   help="folder for the plots (default: dropcheck-report)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    v.set_defaults(func=_cmd_verify)
+
+    pl = sub.add_parser("plot", help="make one approximation-error plot")
+    pl.add_argument("name", nargs="?", help="plot name (see --list)")
+    pl.add_argument("--list", action="store_true", help="list the plots")
+    pl.add_argument("-o", "--output", metavar="FILE", help="output file (.png, .svg or .pdf)")
+    pl.add_argument("--format", default="png", choices=("png", "svg", "pdf"))
+    pl.add_argument("--quick", action="store_true")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.set_defaults(func=_cmd_plot)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``dropcheck`` command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError) as exc:
+        print(f"dropcheck {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

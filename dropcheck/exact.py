@@ -1,0 +1,289 @@
+"""Exact dropout expectations by enumerating every mask of the chosen sites.
+
+For sites with widths ``d_i`` there are ``2^Σd_i`` masks; each chunk of masks goes through one
+batched forward (and backward) pass, and partial sums are added chunk by chunk in a fixed order,
+so memory is bounded by ``chunk_size`` and the result does not depend on it beyond rounding.
+Past ``max_masks`` (default ``2^26``) every function refuses before doing any work and names the
+Monte-Carlo counterpart in :mod:`dropcheck.montecarlo`.
+
+Quantities (paper-notes, "Objectives"; Wei, Kakade & Ma 2020, Sec. 3):
+
+- ``expected_loss``: ``ℓ_drop(F, x) = E_η ℓ(F(x, η))``, per example ``(n,)``;
+- ``explicit_regularizer``: ``R_drop(F, x) = ℓ_drop(F, x) − ℓ(F(x))``, ``(n,)``;
+- ``expected_gradient``: ``∇_W ℓ_drop(F, x)``, per example ``(n, P)``;
+- ``gradient_noise_cov``: ``Cov_η(ξ_drop)`` with ``ξ_drop = ∇_W ℓ(F(x,η)) − ∇_W ℓ_drop`` (3.3),
+  per example ``(n, P, P)``, or ``(n, k, k)`` projected on ``directions`` ``(P, k)``;
+- ``dropout_k_cov``: covariance of the DROPOUT_k mini-batch gradient (Alg. 1),
+  ``(1/(m² k)) Σ_i Cov(ξ_drop)(x_i)``.
+
+``q`` is a float (all chosen sites) or a dict ``site -> q``; ``sites`` defaults to all sites
+of the model.  A single example ``x`` of shape ``(d0,)`` gives results without the batch axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from dropcheck._validate import check_positive_int, check_q_sites
+from dropcheck.models._base import Model, Trace
+from dropcheck.noise import enumerate_masks, mask_count
+
+__all__ = [
+    "MAX_MASKS",
+    "expectation",
+    "expected_loss",
+    "explicit_regularizer",
+    "expected_gradient",
+    "gradient_noise_cov",
+    "dropout_k_cov",
+    "mask_count_for",
+    "replicated_expectation",
+    "loss_gradients",
+]
+
+#: Default limit on the number of masks one exact expectation may enumerate.
+MAX_MASKS = 2**26
+
+#: Memory budget of one chunk's per-mask arrays (bytes); chunk sizes are derived from it.
+CHUNK_BYTES = 64 * 2**20
+
+
+def _setup(
+    model: Model, x: Any, q: Any, sites: Iterable[str] | str | None
+) -> tuple[Any, bool, tuple[str, ...], dict[str, float]]:
+    x2, single = model.check_x(x)
+    names = model.check_sites(sites)
+    return x2, single, names, check_q_sites(q, names)
+
+
+def mask_count_for(model: Model, q: Any, sites: Iterable[str] | str | None = None) -> int:
+    """Number of masks an exact expectation over ``sites`` enumerates."""
+    names = model.check_sites(sites)
+    return mask_count({s: model.widths[s] for s in names}, check_q_sites(q, names))
+
+
+def expectation(
+    model: Model,
+    x: Any,
+    q: Any,
+    fn: Callable[[Trace, Any], tuple[Any, ...]],
+    *,
+    sites: Iterable[str] | str | None = None,
+    floats_per_mask: int | None = None,
+    chunk_size: int | None = None,
+    max_masks: int = MAX_MASKS,
+    what: str = "this expectation",
+) -> tuple[Any, ...]:
+    """The enumeration engine: ``Σ_chunks fn(trace, prob)`` over every mask of ``sites``.
+
+    ``fn(tr, prob)`` receives the trace of one chunk (``B`` masks shared by all ``n``
+    examples, noise ``(B, 1, d)``) and the masks' probabilities ``(B,)``, and returns a tuple of
+    probability-weighted partial sums; the engine adds them chunk by chunk.
+    ``floats_per_mask`` (per example) sizes chunks to ``CHUNK_BYTES`` when ``chunk_size`` is None.
+    """
+    x2, _, names, qd = _setup(model, x, q, sites)
+    max_masks = check_positive_int(max_masks, "max_masks")
+    if chunk_size is None:
+        per = floats_per_mask or (sum(model.widths.values()) + model.n_classes) * 4
+        chunk_size = max(1, min(2**16, CHUNK_BYTES // (8 * per * x2.shape[0])))
+    return replicated_expectation(
+        model, x2, q, 1, lambda traces, p: fn(traces[0], p), sites=names,
+        max_masks=max_masks, chunk_size=chunk_size, what=what,
+    )
+
+
+def replicated_expectation(
+    model: Model,
+    x: Any,
+    q: Any,
+    copies: int,
+    fn: Callable[[list[Trace], Any], tuple[Any, ...]],
+    *,
+    sites: Iterable[str] | str | None = None,
+    max_masks: int = MAX_MASKS,
+    chunk_size: int = 4096,
+    what: str = "this joint expectation",
+) -> tuple[Any, ...]:
+    """Like :func:`expectation` over ``copies`` independent draws of the masks jointly.
+
+    ``fn(traces, prob)`` gets one trace per copy (the same ``B`` joint masks) and returns
+    probability-weighted partial sums.  This is what makes the DROPOUT_k and ``ξ̃`` identities
+    (Alg. 1, Sec. 3.1) checkable exactly: ``2^(copies·Σd)`` joint masks.
+    """
+    x2, _, names, qd = _setup(model, x, q, sites)
+    copies = check_positive_int(copies, "copies")
+    rep = {f"{s}#{j}": model.widths[s] for j in range(copies) for s in names}
+    qrep = {f"{s}#{j}": qd[s] for j in range(copies) for s in names}
+    total: tuple[Any, ...] | None = None
+    for ch in enumerate_masks(
+        rep, qrep, chunk_size=chunk_size, max_masks=max_masks, xp=model.xp, dtype=model.dtype,
+        what=what,
+    ):
+        traces = [
+            model.trace(x2, {s: ch.eta[f"{s}#{j}"][:, None, :] for s in names})
+            for j in range(copies)
+        ]
+        part = fn(traces, ch.prob)
+        total = part if total is None else tuple(a + b for a, b in zip(total, part, strict=True))
+    assert total is not None
+    return total
+
+
+def _weighted_sum(prob: Any, v: Any, xp: Any) -> Any:
+    # Σ_b p_b v_b over the leading mask axis, as one contraction
+    return xp.tensordot(prob, v, axes=1)
+
+
+def _squeeze(a: Any, single: bool) -> Any:
+    return a[0, ...] if single else a
+
+
+def expected_loss(
+    model: Model,
+    x: Any,
+    y: Any,
+    q: Any,
+    *,
+    sites: Iterable[str] | str | None = None,
+    chunk_size: int | None = None,
+    max_masks: int = MAX_MASKS,
+) -> Any:
+    """``E_η ℓ(F(x, η), y)`` exactly, per example: ``(n,)`` (scalar for one example)."""
+    x2, single, names, _ = _setup(model, x, q, sites)
+    y2 = model.check_y(y, x2.shape[0])
+    xp = model.xp
+    (s,) = expectation(
+        model, x2, q,
+        lambda tr, p: (_weighted_sum(p, model.loss.value(tr.logits, y2), xp),),
+        sites=names, chunk_size=chunk_size, max_masks=max_masks,
+        what="expected_loss",
+    )
+    return _squeeze(s, single)
+
+
+def explicit_regularizer(
+    model: Model,
+    x: Any,
+    y: Any,
+    q: Any,
+    *,
+    sites: Iterable[str] | str | None = None,
+    chunk_size: int | None = None,
+    max_masks: int = MAX_MASKS,
+) -> Any:
+    """``R_drop(F, x) = E_η ℓ(F(x, η)) − ℓ(F(x))`` exactly, per example ``(n,)``."""
+    x2, single, names, _ = _setup(model, x, q, sites)
+    y2 = model.check_y(y, x2.shape[0])
+    xp = model.xp
+    clean = model.loss.value(model.trace(x2).logits[0, ...], y2)
+    # subtract the clean loss inside the sum: Σ p (ℓ_m − ℓ) keeps the small difference accurate
+    (s,) = expectation(
+        model, x2, q,
+        lambda tr, p: (_weighted_sum(p, model.loss.value(tr.logits, y2) - clean, xp),),
+        sites=names, chunk_size=chunk_size, max_masks=max_masks,
+        what="explicit_regularizer",
+    )
+    return _squeeze(s, single)
+
+
+def loss_gradients(model: Model, tr: Trace, y: Any) -> Any:
+    """Per-draw, per-example flat loss gradients ``∇_W ℓ(F(x, η))``, ``(B, n, P)``."""
+    _, g = model.backward(tr, model.loss.grad(tr.logits, y)[None, ...], params=True)
+    return g[0, ...]
+
+
+def _grad_floats(model: Model) -> int:
+    return 4 * model.n_params + 4 * (sum(model.widths.values()) + model.n_classes)
+
+
+def expected_gradient(
+    model: Model,
+    x: Any,
+    y: Any,
+    q: Any,
+    *,
+    sites: Iterable[str] | str | None = None,
+    chunk_size: int | None = None,
+    max_masks: int = MAX_MASKS,
+) -> Any:
+    """``∇_W ℓ_drop(F, x) = E_η ∇_W ℓ(F(x, η))`` exactly, per example ``(n, P)``."""
+    x2, single, names, _ = _setup(model, x, q, sites)
+    y2 = model.check_y(y, x2.shape[0])
+    xp = model.xp
+    (s,) = expectation(
+        model, x2, q, lambda tr, p: (_weighted_sum(p, loss_gradients(model, tr, y2), xp),),
+        sites=names, floats_per_mask=_grad_floats(model), chunk_size=chunk_size,
+        max_masks=max_masks, what="expected_gradient",
+    )
+    return _squeeze(s, single)
+
+
+def gradient_noise_cov(
+    model: Model,
+    x: Any,
+    y: Any,
+    q: Any,
+    *,
+    directions: Any = None,
+    sites: Iterable[str] | str | None = None,
+    chunk_size: int | None = None,
+    max_masks: int = MAX_MASKS,
+) -> Any:
+    """``Cov_η(ξ_drop)`` exactly (eq. 3.3), per example ``(n, P, P)``.
+
+    With ``directions`` ``V`` of shape ``(P, k)`` the covariance of ``Vᵀ ξ_drop``, ``(n, k, k)``.
+    Computed as ``E[(g−s)(g−s)ᵀ] − (E[g]−s)(E[g]−s)ᵀ`` with the shift ``s`` the gradient without
+    dropout, so the subtraction does not cancel the mean's magnitude.
+    """
+    x2, single, names, _ = _setup(model, x, q, sites)
+    y2 = model.check_y(y, x2.shape[0])
+    xp = model.xp
+    P = model.n_params
+    if directions is not None:
+        directions = xp.asarray(directions)
+        if directions.ndim != 2 or directions.shape[0] != P:
+            raise ValueError(f"directions must have shape ({P}, k), got {directions.shape}")
+    shift = loss_gradients(model, model.trace(x2), y2)[0, ...]  # (n, P)
+
+    def fn(tr: Trace, p: Any) -> tuple[Any, Any]:
+        d = loss_gradients(model, tr, y2) - shift  # (B, n, P)
+        if directions is not None:
+            d = d @ directions
+        dt = xp.permute_dims(d, (1, 2, 0))  # (n, k, B)
+        return _weighted_sum(p, d, xp), (dt * p) @ xp.permute_dims(d, (1, 0, 2))
+
+    m1, m2 = expectation(
+        model, x2, q, fn, sites=names, floats_per_mask=_grad_floats(model),
+        chunk_size=chunk_size, max_masks=max_masks, what="gradient_noise_cov",
+    )
+    cov = m2 - m1[:, :, None] * m1[:, None, :]
+    return _squeeze(cov, single)
+
+
+def dropout_k_cov(
+    model: Model,
+    x: Any,
+    y: Any,
+    q: Any,
+    k: int,
+    *,
+    directions: Any = None,
+    sites: Iterable[str] | str | None = None,
+    chunk_size: int | None = None,
+    max_masks: int = MAX_MASKS,
+) -> Any:
+    """Covariance of the DROPOUT_k mini-batch gradient (Alg. 1), ``(P, P)`` (or ``(k', k')``).
+
+    The gradient ``(1/m) Σ_i (1/k) Σ_j ∇_W ℓ(F(x_i, η_ij))`` with independent masks has
+    covariance ``(1/(m² k)) Σ_i Cov(ξ_drop)(x_i)``.
+    """
+    k = check_positive_int(k, "k")
+    x2, _, _, _ = _setup(model, x, q, sites)
+    cov = gradient_noise_cov(
+        model, x2, y, q, directions=directions, sites=sites, chunk_size=chunk_size,
+        max_masks=max_masks,
+    )
+    xp = model.xp
+    m = x2.shape[0]
+    return xp.sum(cov, axis=0) / (m * m * k)

@@ -1,0 +1,168 @@
+"""Losses on logits: value, gradient, ``H_out`` and its products.
+
+Shapes: logits ``F`` of shape ``(..., c)`` (leading axes: noise draws and examples), targets
+broadcast against the leading axes: integer labels ``(n,)`` for cross-entropy, real targets
+``(n, c)`` for the squared loss.  Per-example values come back with shape ``(...)``.
+
+- Cross-entropy ``ℓ_y(F) = −log softmax(F)_y`` (log-sum-exp with a max shift: stable for logits
+  up to ±1e4 and beyond); ``∇ = p − e_y``; ``H_out = diag(p) − p pᵀ`` (paper-notes, Notation).
+- Squared ``ℓ = ½‖F − y‖²``; ``∇ = F − y``; ``H_out = I``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dropcheck._validate import check_choice
+from dropcheck.backend import namespace
+
+__all__ = ["Loss", "CrossEntropy", "Squared", "get_loss", "softmax", "log_softmax"]
+
+
+def log_softmax(f: Any, xp: Any = None) -> Any:
+    """``log softmax`` over the last axis, shifted by the max (no overflow)."""
+    xp = namespace(f, xp=xp)
+    m = xp.max(f, axis=-1, keepdims=True)
+    z = f - m
+    return z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))
+
+
+def softmax(f: Any, xp: Any = None) -> Any:
+    """``softmax`` over the last axis."""
+    xp = namespace(f, xp=xp)
+    return xp.exp(log_softmax(f, xp))
+
+
+class Loss:
+    """A loss ``ℓ(F, y)`` on logits; subclasses give the derivatives in closed form."""
+
+    name: str = ""
+    #: whether ``H_out = E_{ŷ~p}[g_ŷ g_ŷᵀ]`` holds (the sampled-label identity of the slides)
+    has_label_distribution: bool = False
+
+    def value(self, f: Any, y: Any) -> Any:
+        """Per-example loss, shape ``f.shape[:-1]``."""
+        raise NotImplementedError
+
+    def grad(self, f: Any, y: Any) -> Any:
+        """``∇_F ℓ``, shape of ``f``."""
+        raise NotImplementedError
+
+    def hessian(self, f: Any, y: Any) -> Any:
+        """``H_out = D²_F ℓ``, shape ``f.shape + (c,)``."""
+        raise NotImplementedError
+
+    def hvp(self, f: Any, y: Any, v: Any) -> Any:
+        """``H_out v`` for ``v`` of shape ``(k, *f.shape)`` or ``f.shape``."""
+        raise NotImplementedError
+
+    def hessian_factor(self, f: Any, y: Any) -> Any:
+        """A factor ``A`` with ``H_out = A Aᵀ``, shape ``f.shape + (c,)``."""
+        raise NotImplementedError
+
+    def check_targets(self, y: Any, n: int, c: int, xp: Any) -> Any:
+        """Validate targets for ``n`` examples and ``c`` logits; return them as an array."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class CrossEntropy(Loss):
+    """Cross-entropy on logits with integer labels."""
+
+    name = "cross_entropy"
+    has_label_distribution = True
+
+    def _onehot(self, y: Any, c: int, xp: Any, dtype: Any) -> Any:
+        return xp.astype(xp.reshape(xp.arange(c), (1,) * y.ndim + (c,)) == y[..., None], dtype)
+
+    def value(self, f: Any, y: Any) -> Any:  # noqa: D102
+        xp = namespace(f)
+        e = self._onehot(y, f.shape[-1], xp, f.dtype)
+        return -xp.sum(log_softmax(f, xp) * e, axis=-1)
+
+    def grad(self, f: Any, y: Any) -> Any:  # noqa: D102
+        xp = namespace(f)
+        return softmax(f, xp) - self._onehot(y, f.shape[-1], xp, f.dtype)
+
+    def hessian(self, f: Any, y: Any) -> Any:  # noqa: D102
+        xp = namespace(f)
+        p = softmax(f, xp)
+        eye = xp.eye(f.shape[-1], dtype=f.dtype)
+        return p[..., :, None] * eye - p[..., :, None] * p[..., None, :]
+
+    def hvp(self, f: Any, y: Any, v: Any) -> Any:  # noqa: D102
+        xp = namespace(f)
+        p = softmax(f, xp)
+        return p * v - p * xp.sum(p * v, axis=-1, keepdims=True)
+
+    def hessian_factor(self, f: Any, y: Any) -> Any:
+        """``A = diag(√p)(I − √p √pᵀ)``: ``A Aᵀ = diag(p) − p pᵀ`` (a projection in between)."""
+        xp = namespace(f)
+        s = xp.sqrt(softmax(f, xp))
+        eye = xp.eye(f.shape[-1], dtype=f.dtype)
+        return s[..., :, None] * (eye - s[..., :, None] * s[..., None, :])
+
+    def check_targets(self, y: Any, n: int, c: int, xp: Any) -> Any:  # noqa: D102
+        y = xp.asarray(y)
+        if xp.isdtype(y.dtype, "real floating"):
+            if not bool(xp.all(xp.round(y) == y)):
+                raise TypeError("y must hold integer class labels for cross-entropy")
+            y = xp.astype(y, xp.int64)
+        elif not xp.isdtype(y.dtype, "integral"):
+            raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+        if y.ndim == 0:
+            y = xp.reshape(y, (1,))
+        if y.shape != (n,):
+            raise ValueError(f"y must have shape ({n},) (one label per example), got {y.shape}")
+        if n and (bool(xp.any(y < 0)) or bool(xp.any(y >= c))):
+            raise ValueError(f"y holds labels outside [0, {c}) for a model with {c} classes")
+        return y
+
+
+class Squared(Loss):
+    """Squared loss ``½‖F − y‖²`` with real targets."""
+
+    name = "squared"
+
+    def value(self, f: Any, y: Any) -> Any:  # noqa: D102
+        xp = namespace(f)
+        return 0.5 * xp.sum((f - y) ** 2, axis=-1)
+
+    def grad(self, f: Any, y: Any) -> Any:  # noqa: D102
+        return f - y
+
+    def hessian(self, f: Any, y: Any) -> Any:  # noqa: D102
+        xp = namespace(f)
+        return xp.broadcast_to(xp.eye(f.shape[-1], dtype=f.dtype), (*f.shape, f.shape[-1]))
+
+    def hvp(self, f: Any, y: Any, v: Any) -> Any:  # noqa: D102
+        return v + 0.0 * f
+
+    def hessian_factor(self, f: Any, y: Any) -> Any:  # noqa: D102
+        return self.hessian(f, y)
+
+    def check_targets(self, y: Any, n: int, c: int, xp: Any) -> Any:  # noqa: D102
+        y = xp.asarray(y)
+        if not xp.isdtype(y.dtype, "real floating"):
+            y = xp.astype(y, xp.float64)
+        if y.ndim == 1 and c == 1 and y.shape == (n,):
+            y = xp.reshape(y, (n, 1))
+        if y.ndim == 1 and n == 1:
+            y = xp.reshape(y, (1, -1))
+        if y.shape != (n, c):
+            raise ValueError(f"y must have shape ({n}, {c}) (targets per example), got {y.shape}")
+        if not bool(xp.all(xp.isfinite(y))):
+            raise ValueError("y must be finite; it holds NaN or infinity")
+        return y
+
+
+_LOSSES = {"cross_entropy": CrossEntropy, "squared": Squared}
+
+
+def get_loss(loss: str | Loss) -> Loss:
+    """Return a loss object from its name (``"cross_entropy"``, ``"squared"``) or itself."""
+    if isinstance(loss, Loss):
+        return loss
+    return _LOSSES[check_choice(loss, tuple(_LOSSES), "loss")]()

@@ -1,0 +1,268 @@
+"""The site protocol every model implements (DESIGN.md, "a network is a chain of sites").
+
+A model exposes its dropout sites, its parameters (a dict in the documented order, flattened
+C-order in that order wherever a flat vector is returned), its loss, and five primitives on a
+*trace* (one forward pass, kept for the derivatives):
+
+- ``trace(x, noise)``: forward with the paper's noise η at the sites (``h ↦ (1+η)⊙h``);
+- ``tangent(tr, site_tangents, noise_tangents)``: forward-mode sweep.  A site tangent ``v``
+  perturbs the value a site feeds forward; a noise tangent ``τ`` perturbs the noise
+  (``h ↦ (1+η+ετ)⊙h``, so its tangent ``τ⊙h`` depends on the weights);
+- ``backward(tr, cot, sites, params)``: reverse sweep from a logit cotangent (``uᵀ J``);
+- ``adjoint_tangent(tr, tan, g, g_dot, sites, params)``: the tangent of the reverse sweep
+  (forward-over-reverse), which gives Hessian-vector products w.r.t. sites and ``d/dε ∇_W``.
+
+Shapes: a trace holds ``B`` noise draws of ``n`` examples, primal arrays ``(B, n, d)``; tangents
+and cotangents carry a leading direction axis ``k``: ``(k, B, n, d)`` (any of ``k, B, n`` may be
+1 and broadcast).  Per-example parameter gradients are flat: ``(k, B, n, P)``.
+Everything algorithmic (exact enumeration, Taylor, Gauss–Newton, gradient noise) is written
+once against these primitives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from dropcheck._validate import check_finite
+from dropcheck.backend import namespace
+from dropcheck.losses import Loss
+
+
+class Site(NamedTuple):
+    """A dropout site: its name and width ``d_i``."""
+
+    name: str
+    width: int
+
+
+@dataclass
+class Trace:
+    """One forward pass: inputs ``x`` (n, d0), noise per site (B, n|1, d), and model caches."""
+
+    x: Any
+    noise: dict[str, Any]
+    logits: Any
+    single: bool
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Tangent:
+    """A forward-mode sweep: ``logits`` tangent ``(k, B, n, c)`` and model caches."""
+
+    logits: Any
+    site_tangents: dict[str, Any]
+    noise_tangents: dict[str, Any]
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+class Model:
+    """Base class of the models: validation and the public helpers built on the primitives."""
+
+    sites: tuple[Site, ...]
+    params: dict[str, Any]
+    loss: Loss
+    input_dim: int
+    n_classes: int
+
+    # ----- primitives (subclasses) -----
+    def trace(self, x: Any, noise: Mapping[str, Any] | None = None) -> Trace:
+        """Forward pass keeping what the derivatives need."""
+        raise NotImplementedError
+
+    def site_values(self, tr: Trace) -> dict[str, Any]:
+        """``h_i(x)`` at each site *before* its own noise, shape ``(B, n, d_i)``."""
+        raise NotImplementedError
+
+    def tangent(
+        self,
+        tr: Trace,
+        site_tangents: Mapping[str, Any] | None = None,
+        noise_tangents: Mapping[str, Any] | None = None,
+    ) -> Tangent:
+        """Forward-mode sweep from tangents at sites (``(k, B, n, d)`` each)."""
+        raise NotImplementedError
+
+    def backward(
+        self, tr: Trace, cot: Any, sites: Iterable[str] = (), params: bool = False
+    ) -> tuple[dict[str, Any], Any]:
+        """Reverse sweep of a logit cotangent ``cot`` of shape ``(k, B, n, c)``.
+
+        Returns the adjoints at ``sites`` (w.r.t. the value each site feeds forward) and, if
+        ``params``, flat per-example parameter gradients ``(k, B, n, P)``.
+        """
+        raise NotImplementedError
+
+    def adjoint_tangent(
+        self,
+        tr: Trace,
+        tan: Tangent,
+        g: Any,
+        g_dot: Any,
+        sites: Iterable[str] = (),
+        params: bool = False,
+    ) -> tuple[dict[str, Any], Any]:
+        """Tangent of the reverse sweep of ``g`` ``(B, n, c)`` along ``tan``.
+
+        ``g_dot`` ``(k, B, n, c)`` is the tangent of ``g`` itself (``H_out`` times the logit
+        tangent for a loss gradient).  Returns the site adjoint tangents and the flat
+        ``d/dε ∇_W``.
+        """
+        raise NotImplementedError
+
+    # ----- derived structure -----
+    @property
+    def site_names(self) -> tuple[str, ...]:
+        """Names of the dropout sites."""
+        return tuple(s.name for s in self.sites)
+
+    @property
+    def widths(self) -> dict[str, int]:
+        """Site name -> width."""
+        return {s.name: s.width for s in self.sites}
+
+    @property
+    def n_params(self) -> int:
+        """Number of scalar parameters ``P``."""
+        return sum(math.prod(p.shape) for p in self.params.values())
+
+    @property
+    def xp(self) -> Any:
+        """The array namespace of the parameters."""
+        return namespace(*self.params.values())
+
+    @property
+    def dtype(self) -> Any:
+        """The floating dtype of the parameters."""
+        return next(iter(self.params.values())).dtype
+
+    def flatten_params(self, params: Mapping[str, Any] | None = None) -> Any:
+        """Parameters as one flat vector (dict order, each array C-order)."""
+        params = self.params if params is None else params
+        xp = self.xp
+        return xp.concat([xp.reshape(params[k], (-1,)) for k in self.params])
+
+    def unflatten_params(self, flat: Any) -> dict[str, Any]:
+        """Inverse of :meth:`flatten_params` (leading batch axes are kept)."""
+        xp = self.xp
+        out, i = {}, 0
+        lead = flat.shape[:-1]
+        for k, p in self.params.items():
+            m = math.prod(p.shape)
+            out[k] = xp.reshape(flat[..., i : i + m], (*lead, *p.shape))
+            i += m
+        return out
+
+    def with_params(self, params: Mapping[str, Any]) -> Model:
+        """A copy of this model with other parameter values (same shapes)."""
+        raise NotImplementedError
+
+    # ----- validation shared by the models -----
+    def check_sites(
+        self, sites: Iterable[str] | str | None, name: str = "sites"
+    ) -> tuple[str, ...]:
+        """Return ``sites`` (all when None) after checking each is a site of the model."""
+        if sites is None:
+            return self.site_names
+        if isinstance(sites, str):
+            sites = (sites,)
+        sites = tuple(sites)
+        unknown = [s for s in sites if s not in self.site_names]
+        if unknown:
+            raise ValueError(
+                f"{name}: {unknown} are not dropout sites of this model; its sites are "
+                f"{list(self.site_names)}"
+            )
+        if not sites:
+            raise ValueError(f"{name} must name at least one site")
+        return sites
+
+    def check_x(self, x: Any) -> tuple[Any, bool]:
+        """Return ``x`` as ``(n, d0)`` and whether it was a single example."""
+        xp = self.xp
+        x = xp.asarray(x)
+        if x.ndim not in (1, 2) or x.shape[-1] != self.input_dim:
+            raise ValueError(
+                f"x must have shape (n, {self.input_dim}) or ({self.input_dim},), got {x.shape}"
+            )
+        if not xp.isdtype(x.dtype, "real floating"):
+            x = xp.astype(x, self.dtype)
+        check_finite(x, xp, "x")
+        single = x.ndim == 1
+        return (xp.reshape(x, (1, -1)) if single else x), single
+
+    def check_y(self, y: Any, n: int) -> Any:
+        """Validate targets for ``n`` examples."""
+        return self.loss.check_targets(y, n, self.n_classes, self.xp)
+
+    def check_noise(self, noise: Mapping[str, Any] | None, n: int) -> dict[str, Any]:
+        """Normalize a noise dict to ``(B, n|1, d)`` arrays with one common ``B``."""
+        xp = self.xp
+        if not noise:
+            return {}
+        out, batch = {}, None
+        for s, eta in noise.items():
+            if s not in self.widths:
+                raise ValueError(
+                    f"noise names site {s!r}; the model's sites are {list(self.widths)}"
+                )
+            d = self.widths[s]
+            eta = xp.asarray(eta)
+            if eta.ndim < 2 or eta.shape[-1] != d or eta.shape[-2] not in (1, n):
+                raise ValueError(
+                    f"noise[{s!r}] must have shape (..., {n}, {d}) or (..., 1, {d}) for "
+                    f"{n} examples; got {eta.shape}"
+                )
+            eta = xp.reshape(eta, (-1, *eta.shape[-2:])) if eta.ndim != 3 else eta
+            if eta.ndim == 2:
+                eta = eta[None, ...]
+            b = eta.shape[0]
+            if batch is not None and b not in (1, batch) and batch != 1:
+                raise ValueError(f"noise batch sizes differ across sites: {batch} and {b}")
+            batch = max(batch or 1, b)
+            out[s] = eta
+        return out
+
+    # ----- public conveniences built on the primitives -----
+    def forward(self, x: Any, noise: Mapping[str, Any] | None = None) -> Any:
+        """Logits ``F(x, η)``.
+
+        ``x``: ``(n, d0)`` or ``(d0,)``; ``noise[site]``: η with leading noise-draw axes,
+        ``(*batch, n, d)`` (or ``(*batch, 1, d)`` to share a mask across examples), or
+        ``(*batch, d)`` for a single example.  Returns ``(*batch, n, c)`` (``(*batch, c)``).
+        """
+        xp = self.xp
+        x2, single = self.check_x(x)
+        batch: tuple[int, ...] = ()
+        flat: dict[str, Any] = {}
+        for s, eta in (noise or {}).items():
+            eta = xp.asarray(eta)
+            if single:
+                eta = eta[..., None, :]
+            batch = eta.shape[:-2] if len(eta.shape[:-2]) > len(batch) else batch
+            flat[s] = eta
+        flat = {
+            s: xp.reshape(xp.broadcast_to(e, (*batch, *e.shape[-2:])), (-1, *e.shape[-2:]))
+            for s, e in flat.items()
+        }
+        tr = self.trace(x2, flat or None)
+        out = tr.logits
+        out = xp.reshape(out, (*batch, *out.shape[1:])) if batch else out[0, ...]
+        return out[..., 0, :] if single else out
+
+    def loss_value(self, x: Any, y: Any, noise: Mapping[str, Any] | None = None) -> Any:
+        """Per-example loss ``ℓ(F(x, η), y)``, shape like :meth:`forward` without ``c``."""
+        x2, single = self.check_x(x)
+        y = self.check_y(y, x2.shape[0])
+        f = self.forward(x2, noise)
+        out = self.loss.value(f, y)
+        return out[..., 0] if single else out
+
+    def hidden(self, x: Any) -> dict[str, Any]:
+        """``h_i(x)`` at every site, ``(n, d_i)`` (``(d_i,)`` for a single example)."""
+        x2, single = self.check_x(x)
+        vals = self.site_values(self.trace(x2))
+        return {s: (v[0, 0, ...] if single else v[0, ...]) for s, v in vals.items()}

@@ -1,0 +1,181 @@
+"""Monte-Carlo counterparts of :mod:`dropcheck.exact`, for nets too large to enumerate.
+
+Each function draws ``samples`` independent masks per example (paper noise η at the chosen
+sites) from the caller's generator and returns an :class:`Estimate`: the value and its standard
+error (the sample standard deviation over ``sqrt(samples)``).  Sums are taken around a shift
+(the value without dropout) so the variance does not suffer cancellation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from dropcheck._validate import check_positive_int, check_q_sites
+from dropcheck.backend import make_rng
+from dropcheck.exact import loss_gradients
+from dropcheck.models._base import Model, Trace
+from dropcheck.noise import sample_eta
+
+__all__ = [
+    "Estimate",
+    "expected_loss",
+    "explicit_regularizer",
+    "expected_gradient",
+    "gradient_noise_cov",
+]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A Monte-Carlo estimate: ``value``, its ``stderr`` (same shape), and the sample count."""
+
+    value: Any
+    stderr: Any
+    samples: int
+
+    def __iter__(self):  # allows ``value, stderr = estimate``
+        return iter((self.value, self.stderr))
+
+
+def _moments(
+    model: Model,
+    x: Any,
+    q: Any,
+    sites: Iterable[str] | str | None,
+    samples: int,
+    rng: Any,
+    seed: Any,
+    fn: Callable[[Trace], Any],
+    shift: Any,
+    chunk_size: int | None,
+) -> tuple[Any, Any, bool]:
+    """Shifted first and second moments of ``fn`` over ``samples`` draws: (mean, stderr)."""
+    samples = check_positive_int(samples, "samples", minimum=2)
+    x2, single = model.check_x(x)
+    names = model.check_sites(sites)
+    qd = check_q_sites(q, names)
+    gen = make_rng(seed, rng)
+    xp = model.xp
+    n = x2.shape[0]
+    if chunk_size is None:
+        per = (sum(model.widths.values()) + model.n_classes + model.n_params) * 4
+        chunk_size = max(1, min(4096, (32 * 2**20) // (8 * per * n)))
+    s1 = s2 = None
+    done = 0
+    while done < samples:
+        b = min(chunk_size, samples - done)
+        noise = {
+            s: sample_eta(gen, (b, n, model.widths[s]), qd[s], xp=xp, dtype=model.dtype)
+            for s in names
+        }
+        v = fn(model.trace(x2, noise)) - shift
+        a1, a2 = xp.sum(v, axis=0), xp.sum(v * v, axis=0)
+        s1 = a1 if s1 is None else s1 + a1
+        s2 = a2 if s2 is None else s2 + a2
+        done += b
+    mean = s1 / samples
+    var = (s2 - samples * mean * mean) / (samples - 1)
+    var = xp.where(var > 0, var, 0.0 * var)
+    return mean + shift, xp.sqrt(var / samples), single
+
+
+def _est(mean: Any, se: Any, single: bool, samples: int) -> Estimate:
+    return Estimate(mean[0, ...] if single else mean, se[0, ...] if single else se, samples)
+
+
+def expected_loss(
+    model: Model, x: Any, y: Any, q: Any, *, samples: int, rng: Any = None, seed: Any = None,
+    sites: Iterable[str] | str | None = None, chunk_size: int | None = None,
+) -> Estimate:
+    """Estimate ``E_η ℓ(F(x, η))`` per example ``(n,)`` with its standard error."""
+    x2, _ = model.check_x(x)
+    y2 = model.check_y(y, x2.shape[0])
+    clean = model.loss.value(model.trace(x2).logits[0, ...], y2)
+    m, se, single = _moments(
+        model, x, q, sites, samples, rng, seed,
+        lambda tr: model.loss.value(tr.logits, y2), clean, chunk_size,
+    )
+    return _est(m, se, single, samples)
+
+
+def explicit_regularizer(
+    model: Model, x: Any, y: Any, q: Any, *, samples: int, rng: Any = None, seed: Any = None,
+    sites: Iterable[str] | str | None = None, chunk_size: int | None = None,
+) -> Estimate:
+    """Estimate ``R_drop = E_η ℓ(F(x, η)) − ℓ(F(x))`` per example with its standard error."""
+    x2, _ = model.check_x(x)
+    y2 = model.check_y(y, x2.shape[0])
+    clean = model.loss.value(model.trace(x2).logits[0, ...], y2)
+    m, se, single = _moments(
+        model, x, q, sites, samples, rng, seed,
+        lambda tr: model.loss.value(tr.logits, y2), clean, chunk_size,
+    )
+    return _est(m - clean, se, single, samples)
+
+
+def expected_gradient(
+    model: Model, x: Any, y: Any, q: Any, *, samples: int, rng: Any = None, seed: Any = None,
+    sites: Iterable[str] | str | None = None, chunk_size: int | None = None,
+) -> Estimate:
+    """Estimate ``∇_W ℓ_drop(F, x)`` per example ``(n, P)`` with its standard error."""
+    x2, _ = model.check_x(x)
+    y2 = model.check_y(y, x2.shape[0])
+    clean = loss_gradients(model, model.trace(x2), y2)[0, ...]
+    m, se, single = _moments(
+        model, x, q, sites, samples, rng, seed, lambda tr: loss_gradients(model, tr, y2), clean,
+        chunk_size,
+    )
+    return _est(m, se, single, samples)
+
+
+def _outer_centred(proj: Callable[[Trace], Any], mu: Any) -> Callable[[Trace], Any]:
+    def fn(tr: Trace) -> Any:
+        d = proj(tr) - mu
+        return d[..., :, None] * d[..., None, :]
+
+    return fn
+
+
+def gradient_noise_cov(
+    model: Model, x: Any, y: Any, q: Any, *, samples: int, rng: Any = None, seed: Any = None,
+    directions: Any = None, sites: Iterable[str] | str | None = None,
+    chunk_size: int | None = None,
+) -> Estimate:
+    """Estimate ``Cov_η(ξ_drop)`` per example ``(n, k, k)`` with an entrywise standard error.
+
+    Draws are projected on ``directions`` ``(P, k)`` (identity when None, ``k = P``).  The
+    estimate is the unbiased sample covariance; the standard error of entry ``(a, b)`` is that of
+    the mean of ``(g_a − ḡ_a)(g_b − ḡ_b)`` over the draws (the mean's own error is second order).
+    """
+    xp = model.xp
+    x2, _ = model.check_x(x)
+    y2 = model.check_y(y, x2.shape[0])
+    V = None if directions is None else xp.asarray(directions)
+    if V is not None and (V.ndim != 2 or V.shape[0] != model.n_params):
+        raise ValueError(f"directions must have shape ({model.n_params}, k), got {V.shape}")
+
+    def proj(tr: Trace) -> Any:
+        g = loss_gradients(model, tr, y2)
+        return g if V is None else g @ V
+
+    mean = expected_gradient(
+        model, x2, y2, q, samples=samples, rng=rng, seed=seed, sites=sites,
+        chunk_size=chunk_size,
+    )
+    # second pass with a fresh stream of draws: centring on an independent mean keeps the
+    # covariance estimate unbiased up to O(1/samples^2)
+    mu = mean.value if V is None else mean.value @ V
+    gen = make_rng(None, rng) if rng is not None else make_rng(
+        None if seed is None else [seed, 1] if isinstance(seed, int) else seed
+    )
+    m, se, single = _moments(
+        model, x2, q, sites, samples, gen, None,
+        _outer_centred(proj, mu), 0.0, chunk_size,
+    )
+    # the centring mean has its own error: E[(g−μ̂)(g−μ̂)ᵀ] = Σ (1 + 1/samples)
+    m = m / (1.0 + 1.0 / samples)
+    return _est(m, se, single, samples)
+
+

@@ -1,0 +1,52 @@
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+# "ci": bounded examples, no deadline (shared 2-core machines time erratically).
+settings.register_profile(
+    "ci", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
+settings.register_profile("dev", max_examples=40, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def _strict():
+    try:
+        import array_api_strict
+    except ImportError:  # pragma: no cover - dev extra installs it
+        return None
+    return array_api_strict
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20260123)
+
+
+BACKENDS = ["numpy", "array_api_strict", "numpy_readonly"]
+
+
+@pytest.fixture(params=BACKENDS)
+def xp_case(request):
+    """(namespace, converter) pairs: the converter turns numpy arrays into that backend's."""
+    name = request.param
+    if name == "numpy":
+        import array_api_compat.numpy as xnp
+
+        return name, xnp, lambda a: np.asarray(a)
+    if name == "numpy_readonly":
+        import array_api_compat.numpy as xnp
+
+        def ro(a):
+            a = np.array(a)
+            a.flags.writeable = False
+            return a
+
+        return name, xnp, ro
+    strict = _strict()
+    if strict is None:
+        pytest.skip("array-api-strict is not installed (pip install -e '.[dev]')")
+    return name, strict, lambda a: strict.asarray(np.asarray(a))
