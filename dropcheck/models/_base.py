@@ -10,7 +10,12 @@ C-order in that order wherever a flat vector is returned), its loss, and five pr
   (``h ↦ (1+η+ετ)⊙h``, so its tangent ``τ⊙h`` depends on the weights);
 - ``backward(tr, cot, sites, params)``: reverse sweep from a logit cotangent (``uᵀ J``);
 - ``adjoint_tangent(tr, tan, g, g_dot, sites, params)``: the tangent of the reverse sweep
-  (forward-over-reverse), which gives Hessian-vector products w.r.t. sites and ``d/dε ∇_W``.
+  (forward-over-reverse), which gives Hessian-vector products w.r.t. sites and ``d/dε ∇_W``;
+- ``noise_adjoint(tr, cot, sites)``: the reverse sweep to the noise, ``∂⟨cot, F⟩/∂η``.
+
+Algorithms that only need products with ``η`` (``J(η⊙h)`` through a noise tangent, and
+``∂/∂η`` through ``noise_adjoint``) work unchanged for models whose masks are shared along
+extra axes (time steps), so write estimators in those terms where possible.
 
 Shapes: a trace holds ``B`` noise draws of ``n`` examples, primal arrays ``(B, n, d)``; tangents
 and cotangents carry a leading direction axis ``k``: ``(k, B, n, d)`` (any of ``k, B, n`` may be
@@ -112,6 +117,18 @@ class Model:
         ``d/dε ∇_W``.
         """
         raise NotImplementedError
+
+    def noise_adjoint(self, tr: Trace, cot: Any, sites: Iterable[str]) -> dict[str, Any]:
+        """Reverse sweep of ``cot`` ``(k, B, n, c)`` to the noise: ``∂⟨cot, F⟩/∂η`` per site.
+
+        With noise ``h ↦ (1+η)⊙h`` this is the site adjoint times ``h``: ``(uᵀJ)_k h_k``.
+        A model whose site value has more axes than its noise (an LSTM's mask locked across
+        time steps) sums over them, which is where its cross-time terms come from.
+        """
+        sites = tuple(sites)
+        adj, _ = self.backward(tr, cot, sites=sites)
+        vals = self.site_values(tr)
+        return {s: adj[s] * vals[s] for s in sites}
 
     # ----- derived structure -----
     @property
