@@ -4,7 +4,7 @@ Wei, Kakade & Ma, "The Implicit and Explicit Regularization Effects of Dropout",
 and classical dropout theory, checked against exact enumeration, autograd and sympy.
 """
 
-from dropcheck import backend, exact, losses, montecarlo, noise, testing
+from dropcheck import backend, exact, losses, montecarlo, noise, testing, theory
 from dropcheck.losses import CrossEntropy, Squared
 from dropcheck.models import MLP, Linear, Model, Site
 from dropcheck.noise import TooManyMasksError
@@ -27,6 +27,7 @@ __all__ = [
     "montecarlo",
     "noise",
     "testing",
+    "theory",
     # errors
     "TooManyMasksError",
 ]
