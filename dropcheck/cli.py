@@ -42,6 +42,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Subcommands whose module parses its own arguments: name -> (module, help).
+_PASSTHROUGH = {
+    "derive": ("derivations", "run the sympy derivations and print them (--latex, --markdown)"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``dropcheck`` command."""
     p = argparse.ArgumentParser(
@@ -68,11 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--quick", action="store_true")
     pl.add_argument("--seed", type=int, default=0)
     pl.set_defaults(func=_cmd_plot)
+
+    # listed for --help; main() hands their arguments to the module before argparse sees them
+    for name, (_, help_) in _PASSTHROUGH.items():
+        sub.add_parser(name, help=help_ + " (see: dropcheck " + name + " --help)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dropcheck`` command line; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _PASSTHROUGH:
+        import importlib
+
+        module = importlib.import_module(_PASSTHROUGH[argv[0]][0])
+        return int(module.cli(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
