@@ -60,6 +60,13 @@ class Loss:
         """A factor ``A`` with ``H_out = A Aᵀ``, shape ``f.shape + (c,)``."""
         raise NotImplementedError
 
+    def hessian_form_grad(self, f: Any, y: Any, v: Any) -> Any:
+        """``∇_F (vᵀ H_out(F) v)`` at fixed ``v`` (``(k, *f.shape)`` or ``f.shape``).
+
+        The third-derivative term of ``∇_W R_approx`` (``R_approx = Σ tᵀ H_out t``).
+        """
+        raise NotImplementedError
+
     def check_targets(self, y: Any, n: int, c: int, xp: Any) -> Any:
         """Validate targets for ``n`` examples and ``c`` logits; return them as an array."""
         raise NotImplementedError
@@ -77,14 +84,25 @@ class CrossEntropy(Loss):
     def _onehot(self, y: Any, c: int, xp: Any, dtype: Any) -> Any:
         return xp.astype(xp.reshape(xp.arange(c), (1,) * y.ndim + (c,)) == y[..., None], dtype)
 
-    def value(self, f: Any, y: Any) -> Any:  # noqa: D102
+    def value(self, f: Any, y: Any) -> Any:
+        """``log Σ e^F − F_y = log1p(t) − z_y``, ``z = F − max F``, ``t = Σ_{j≠argmax} e^{z_j}``.
+
+        ``log1p`` keeps full relative accuracy for confident predictions (loss ≪ 1), where
+        ``log(1 + t)`` would round ``t < 1e-16`` away.
+        """
+        xp = namespace(f)
+        c = f.shape[-1]
+        z = f - xp.max(f, axis=-1, keepdims=True)
+        top = self._onehot(xp.argmax(z, axis=-1), c, xp, f.dtype)
+        t = xp.sum(xp.exp(z) * (1.0 - top), axis=-1)
+        return xp.log1p(t) - xp.sum(z * self._onehot(y, c, xp, f.dtype), axis=-1)
+
+    def grad(self, f: Any, y: Any) -> Any:
+        """``p − e_y``, with ``p_y − 1`` computed as ``−Σ_{j≠y} p_j`` (no cancellation)."""
         xp = namespace(f)
         e = self._onehot(y, f.shape[-1], xp, f.dtype)
-        return -xp.sum(log_softmax(f, xp) * e, axis=-1)
-
-    def grad(self, f: Any, y: Any) -> Any:  # noqa: D102
-        xp = namespace(f)
-        return softmax(f, xp) - self._onehot(y, f.shape[-1], xp, f.dtype)
+        off = softmax(f, xp) * (1.0 - e)
+        return off - e * xp.sum(off, axis=-1, keepdims=True)
 
     def hessian(self, f: Any, y: Any) -> Any:  # noqa: D102
         xp = namespace(f)
@@ -103,6 +121,13 @@ class CrossEntropy(Loss):
         s = xp.sqrt(softmax(f, xp))
         eye = xp.eye(f.shape[-1], dtype=f.dtype)
         return s[..., :, None] * (eye - s[..., :, None] * s[..., None, :])
+
+    def hessian_form_grad(self, f: Any, y: Any, v: Any) -> Any:
+        """``∇_F(vᵀHv) = H(v⊙v) − 2(pᵀv) H v`` (``∂p_a/∂F_b = H_ab``)."""
+        xp = namespace(f)
+        p = softmax(f, xp)
+        pv = xp.sum(p * v, axis=-1, keepdims=True)
+        return self.hvp(f, y, v * v) - 2.0 * pv * self.hvp(f, y, v)
 
     def check_targets(self, y: Any, n: int, c: int, xp: Any) -> Any:  # noqa: D102
         y = xp.asarray(y)
@@ -142,6 +167,10 @@ class Squared(Loss):
 
     def hessian_factor(self, f: Any, y: Any) -> Any:  # noqa: D102
         return self.hessian(f, y)
+
+    def hessian_form_grad(self, f: Any, y: Any, v: Any) -> Any:
+        """``H_out = I`` does not depend on ``F``: zero."""
+        return 0.0 * v + 0.0 * f
 
     def check_targets(self, y: Any, n: int, c: int, xp: Any) -> Any:  # noqa: D102
         y = xp.asarray(y)
