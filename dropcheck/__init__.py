@@ -6,7 +6,7 @@ and classical dropout theory, checked against exact enumeration, autograd and sy
 
 from dropcheck import backend, exact, losses, montecarlo, noise, testing, theory
 from dropcheck.losses import CrossEntropy, Squared
-from dropcheck.models import MLP, Linear, Model, Site
+from dropcheck.models import MLP, Functional, Linear, Model, Site
 from dropcheck.noise import TooManyMasksError
 
 __version__ = "0.1.0"
@@ -15,6 +15,7 @@ __all__ = [
     # models
     "MLP",
     "Linear",
+    "Functional",
     "Model",
     "Site",
     # losses

@@ -112,6 +112,9 @@ class Model:
     ) -> tuple[dict[str, Any], Any]:
         """Tangent of the reverse sweep of ``g`` ``(B, n, c)`` along ``tan``.
 
+        ``g`` may also carry the direction axis, ``(k, B, n, c)`` (one cotangent per direction:
+        ``∇_W R_approx`` in :mod:`dropcheck.explicit` uses this).
+
         ``g_dot`` ``(k, B, n, c)`` is the tangent of ``g`` itself (``H_out`` times the logit
         tangent for a loss gradient).  Returns the site adjoint tangents and the flat
         ``d/dε ∇_W``.
@@ -127,6 +130,24 @@ class Model:
         """
         sites = tuple(sites)
         adj, _ = self.backward(tr, cot, sites=sites)
+        vals = self.site_values(tr)
+        return {s: adj[s] * vals[s] for s in sites}
+
+    def noise_adjoint_tangent(
+        self, tr: Trace, tan: Tangent, g: Any, g_dot: Any, sites: Iterable[str]
+    ) -> dict[str, Any]:
+        """Tangent of :meth:`noise_adjoint` of ``g`` along ``tan``: ``d/dε ∂⟨g, F⟩/∂η`` per site.
+
+        ``g``, ``g_dot`` as in :meth:`adjoint_tangent`; returns ``(k, B, n, d)`` per site.  With
+        ``g = ∇_F ℓ`` and ``g_dot = H_out·(logit tangent)`` its pairing with a noise tangent is
+        the second derivative of the loss w.r.t. the noise (paper eq. 4.1–4.2).  The default is
+        the site adjoint tangent times ``h``; it is exact when ``tan`` perturbs only ``sites``
+        themselves or sites after them (a site's value does not depend on its own noise nor on
+        later sites).  A model whose masks are shared along extra axes sums over them, as in
+        :meth:`noise_adjoint`.
+        """
+        sites = tuple(sites)
+        adj, _ = self.adjoint_tangent(tr, tan, g, g_dot, sites=sites)
         vals = self.site_values(tr)
         return {s: adj[s] * vals[s] for s in sites}
 
