@@ -4,7 +4,19 @@ Wei, Kakade & Ma, "The Implicit and Explicit Regularization Effects of Dropout",
 and classical dropout theory, checked against exact enumeration, autograd and sympy.
 """
 
-from dropcheck import backend, exact, losses, montecarlo, noise, testing, theory
+from dropcheck import (
+    backend,
+    classical,
+    covariance,
+    exact,
+    explicit,
+    implicit,
+    losses,
+    montecarlo,
+    noise,
+    testing,
+    theory,
+)
 from dropcheck.losses import CrossEntropy, Squared
 from dropcheck.models import MLP, Functional, Linear, Model, Site
 from dropcheck.noise import TooManyMasksError
@@ -23,7 +35,11 @@ __all__ = [
     "Squared",
     # modules
     "backend",
+    "classical",
+    "covariance",
     "exact",
+    "explicit",
+    "implicit",
     "losses",
     "montecarlo",
     "noise",

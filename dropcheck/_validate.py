@@ -65,3 +65,11 @@ def check_choice(v: Any, choices: tuple[str, ...], name: str) -> str:
     if v not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {v!r}")
     return v
+
+
+def check_nonnegative(v: Any, name: str) -> float:
+    """Return ``v`` as a float after checking it is finite and ``>= 0``."""
+    f = check_finite_scalar(v, name)
+    if f < 0:
+        raise ValueError(f"{name} must be >= 0, got {v!r}")
+    return f

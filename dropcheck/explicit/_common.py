@@ -1,0 +1,163 @@
+"""Shared plumbing of :mod:`dropcheck.explicit`: argument checks, unit directions, metrics.
+
+A *metric* is the ``c×c`` matrix ``M`` that weighs logit tangents in ``Σ_k t_kᵀ M t_k``:
+``H_out`` (the paper's ``R_approx``, eq. 4.4), ``I`` (the identity variant of Sec. 5.2) or
+``g gᵀ`` with ``g = ∇_F ℓ_y`` (the loss-Jacobian variant ``R̃_approx``, eq. 5.1).  Each metric
+knows the three things the estimators need: the quadratic form ``tᵀ M t``, the product ``M t``,
+its columns ``A`` with ``M = A Aᵀ`` (for the reverse route), and ``∇_F (tᵀ M(F) t)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from dropcheck._validate import check_choice
+from dropcheck.models._base import Model, Trace
+
+HESSIANS = ("loss", "identity", "loss_jacobian")
+ROUTES = ("auto", "jvp", "vjp")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Checked inputs and the clean trace: ``x`` ``(n, d0)``, targets, sites, trace ``B = 1``."""
+
+    model: Model
+    x: Any
+    y: Any
+    sites: tuple[str, ...]
+    single: bool
+    tr: Trace
+
+    @property
+    def xp(self) -> Any:
+        """The model's array namespace."""
+        return self.model.xp
+
+    @property
+    def n(self) -> int:
+        """Number of examples."""
+        return self.x.shape[0]
+
+    def squeeze(self, a: Any) -> Any:
+        """Drop the example axis (the leading one) for a single example ``x`` of shape ``(d0,)``."""
+        return a[0, ...] if self.single else a
+
+
+def setup(model: Model, x: Any, y: Any, sites: Iterable[str] | str | None) -> Problem:
+    """Validate ``x``, ``y`` (None: no targets needed) and ``sites``; run the clean forward pass."""
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a dropcheck Model (MLP, Linear, ...), got {type(model)!r}")
+    x2, single = model.check_x(x)
+    names = model.check_sites(sites)
+    y2 = None if y is None else model.check_y(y, x2.shape[0])
+    return Problem(model, x2, y2, names, single, model.trace(x2))
+
+
+def unit_directions(xp: Any, d: int, dtype: Any) -> Any:
+    """All unit directions of a width-``d`` site as a direction batch ``(d, 1, 1, d)``."""
+    return xp.reshape(xp.eye(d, dtype=dtype), (d, 1, 1, d))
+
+
+def diagonal(a: Any, xp: Any, d: int) -> Any:
+    """``a[k, ..., k]`` of a direction batch ``(d, *lead, d)``, as ``(*lead, d)``."""
+    eye = xp.reshape(xp.eye(d, dtype=a.dtype), (d,) + (1,) * (a.ndim - 2) + (d,))
+    return xp.sum(a * eye, axis=0)
+
+
+def require_label_distribution(model: Model, what: str) -> None:
+    """Refuse a loss without the sampled-label identity ``H_out = E_ŷ[g_ŷ g_ŷᵀ]``."""
+    if not model.loss.has_label_distribution:
+        raise ValueError(
+            f"{what} samples labels ŷ ~ softmax(F(x)), which needs H_out = E_ŷ[g_ŷ g_ŷᵀ]: "
+            f"only cross-entropy has it, this model's loss is {model.loss.name!r}. Use "
+            f"r_approx(...) (exact) or r_approx_probe(..., labels='full') instead."
+        )
+
+
+def sample_labels(rng: Any, p: Any, samples: int, xp: Any) -> Any:
+    """Labels ``ŷ ~ p`` ``(samples, n)`` for probabilities ``p`` ``(n, c)`` (inverse CDF)."""
+    from dropcheck.backend import uniform
+
+    c = p.shape[-1]
+    u = uniform(rng, (samples, p.shape[0], 1), xp, p.dtype)
+    cdf = xp.cumulative_sum(p, axis=-1)
+    idx = xp.sum(xp.astype(u >= cdf, xp.int64), axis=-1)
+    return xp.minimum(idx, c - 1)  # u ≥ cdf[c−1] only by rounding of the cumulative sum
+
+
+def rademacher(rng: Any, shape: tuple[int, ...], xp: Any, dtype: Any) -> Any:
+    """Unscaled Rademacher signs ``±1`` of ``shape``."""
+    from dropcheck.backend import uniform
+
+    return xp.astype(uniform(rng, shape, xp, dtype) < 0.5, dtype) * 2.0 - 1.0
+
+
+class Metric:
+    """The weighting ``M`` of logit tangents for one ``hessian`` choice (see module doc)."""
+
+    def __init__(self, pb: Problem, hessian: str) -> None:
+        self.kind = check_choice(hessian, HESSIANS, "hessian")
+        self.pb = pb
+        self.f = pb.tr.logits  # (1, n, c)
+        self.loss = pb.model.loss
+        self.g = self.loss.grad(self.f, pb.y) if self.kind == "loss_jacobian" else None
+
+    @property
+    def rank(self) -> int:
+        """Number of columns of the factor ``A`` (reverse sweeps the ``vjp`` route needs)."""
+        return 1 if self.kind == "loss_jacobian" else self.f.shape[-1]
+
+    def apply(self, t: Any) -> Any:
+        """``M t`` for logit tangents ``t`` ``(k, 1, n, c)``."""
+        xp = self.pb.xp
+        if self.kind == "loss":
+            return self.loss.hvp(self.f, self.pb.y, t)
+        if self.kind == "identity":
+            return t
+        return xp.sum(self.g * t, axis=-1, keepdims=True) * self.g
+
+    def quad(self, t: Any) -> Any:
+        """``tᵀ M t`` per direction, ``(k, 1, n)``."""
+        return self.pb.xp.sum(t * self.apply(t), axis=-1)
+
+    def columns(self) -> Any:
+        """The factor's columns as logit cotangents ``(r, 1, n|1, c)``: ``M = Σ_r a_r a_rᵀ``."""
+        xp = self.pb.xp
+        if self.kind == "loss":
+            a = self.loss.hessian_factor(self.f, self.pb.y)  # (1, n, c, r)
+            return xp.permute_dims(a, (3, 0, 1, 2))
+        if self.kind == "identity":
+            c = self.f.shape[-1]
+            return xp.reshape(xp.eye(c, dtype=self.f.dtype), (c, 1, 1, c))
+        return self.g[None, ...]
+
+    def form_grad(self, t: Any) -> Any:
+        """``∇_F (tᵀ M(F) t)`` at fixed ``t``, ``(k, 1, n, c)``."""
+        xp = self.pb.xp
+        if self.kind == "loss":
+            return self.loss.hessian_form_grad(self.f, self.pb.y, t)
+        if self.kind == "identity":
+            return 0.0 * t
+        # ∇_F (g(F)ᵀ t)² = 2 (gᵀt) D_F g · t = 2 (gᵀt) H_out t
+        gt = xp.sum(self.g * t, axis=-1, keepdims=True)
+        return 2.0 * gt * self.loss.hvp(self.f, self.pb.y, t)
+
+
+def check_labels(labels: Any, n: int, c: int, xp: Any) -> Any:
+    """Class labels for ``n`` examples as ``(S, n)`` integers in ``[0, c)``."""
+    lab = xp.asarray(labels)
+    if not xp.isdtype(lab.dtype, "integral"):
+        raise TypeError(f"labels must hold integer class labels, got dtype {lab.dtype}")
+    if lab.ndim == 1:
+        lab = lab[None, ...]
+    if lab.ndim != 2 or lab.shape[-1] != n:
+        raise ValueError(
+            f"labels must have shape ({n},) or (S, {n}) (one label per example and draw), "
+            f"got {tuple(labels.shape) if hasattr(labels, 'shape') else labels!r}"
+        )
+    if bool(xp.any(lab < 0)) or bool(xp.any(lab >= c)):
+        raise ValueError(f"labels holds values outside [0, {c}) for a model with {c} classes")
+    return lab

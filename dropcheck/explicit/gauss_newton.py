@@ -1,0 +1,143 @@
+r"""The paper's explicit regularizer ``R_approx`` (Wei, Kakade & Ma 2020, eqs 4.3–4.4, 5.1).
+
+.. math::
+    R_{approx}(F, x) = \sum_i \big\langle J_{F,i}^\top H_{out} J_{F,i},\
+        \mathrm{diag}(h_i^{\odot 2}) \big\rangle
+      = \sum_i \sum_k t_{ik}^\top H_{out}\, t_{ik}, \qquad t_{ik} = J_{F,i}(e_k \odot h_i),
+
+defined **without** the constant: ``strength(q)·R_approx`` estimates ``R_drop``.  Variants of
+Sec. 5.2 replace ``H_out`` by ``I`` (``hessian="identity"``) or by ``g gᵀ`` with the loss gradient
+``g = ∇_F ℓ_y`` of the true label (``hessian="loss_jacobian"``: ``R̃_approx`` of eq. 5.1,
+``Σ_i J_loss,i diag(h_i²) J_loss,iᵀ``).
+
+Two exact routes, per site: ``jvp`` pushes the ``d_i`` unit noise tangents ``e_k`` forward
+(``t_{ik}`` directly); ``vjp`` pulls the ``r`` columns of a factor ``M = A Aᵀ``
+(:meth:`~dropcheck.losses.Loss.hessian_factor`; ``r = c``, or 1 for ``g gᵀ``) back to the noise,
+``R_i = Σ_r ‖∂⟨a_r, F⟩/∂η_i‖²`` (BackPACK's route).  ``route="auto"`` takes the one with fewer
+sweeps per site.  Both are written with noise tangents and ``noise_adjoint``, so a model whose
+masks are shared along time steps gets its cross-time terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from dropcheck._validate import check_choice
+from dropcheck.explicit._common import ROUTES, Metric, Problem, setup, unit_directions
+from dropcheck.models._base import Model
+
+__all__ = ["r_approx", "r_approx_grad", "route_for"]
+
+
+def route_for(model: Model, site: str, hessian: str = "loss") -> str:
+    """The cheaper exact route for ``site``: ``"jvp"`` (``d_i`` sweeps) or ``"vjp"`` (``r``)."""
+    check_choice(hessian, ("loss", "identity", "loss_jacobian"), "hessian")
+    model.check_sites((site,))
+    r = 1 if hessian == "loss_jacobian" else model.n_classes
+    return "jvp" if model.widths[site] < r else "vjp"
+
+
+def _site_terms(pb: Problem, metric: Metric, route: str) -> dict[str, Any]:
+    """``Σ_k t_kᵀ M t_k`` per site, ``(n,)`` each, by the chosen route(s)."""
+    model, xp = pb.model, pb.xp
+    routes = {
+        s: (route if route != "auto" else ("jvp" if model.widths[s] < metric.rank else "vjp"))
+        for s in pb.sites
+    }
+    out: dict[str, Any] = {}
+    back = [s for s in pb.sites if routes[s] == "vjp"]
+    if back:  # one reverse sweep of the r factor columns serves every vjp-route site
+        na = model.noise_adjoint(pb.tr, metric.columns(), back)  # (r, 1, n, d) per site
+        for s in back:
+            out[s] = xp.sum(xp.sum(na[s] * na[s], axis=-1), axis=0)[0, ...]
+    for s in pb.sites:
+        if routes[s] == "jvp":
+            d = model.widths[s]
+            t = model.tangent(pb.tr, noise_tangents={s: unit_directions(xp, d, model.dtype)})
+            out[s] = xp.sum(metric.quad(t.logits), axis=0)[0, ...]
+    return out
+
+
+def r_approx(
+    model: Model,
+    x: Any,
+    y: Any,
+    sites: Iterable[str] | str | None = None,
+    hessian: str = "loss",
+    *,
+    route: str = "auto",
+    per_site: bool = False,
+) -> Any:
+    """The paper's ``R_approx`` (4.4), without the constant, per example ``(n,)``.
+
+    Parameters
+    ----------
+    model, x, y
+        A site-protocol model, inputs ``(n, d0)`` (or one example ``(d0,)``: scalar results),
+        targets.
+    sites
+        Sites to sum over (default: all).
+    hessian
+        ``"loss"`` (``H_out``, eq. 4.4), ``"identity"`` (``I``, Sec. 5.2) or
+        ``"loss_jacobian"`` (``g gᵀ`` of the true label: ``R̃_approx``, eq. 5.1).
+    route
+        ``"auto"`` (cheaper per site), ``"jvp"`` or ``"vjp"``; all give the same value.
+    per_site
+        Return a dict ``site -> (n,)`` instead of the sum.
+    """
+    route = check_choice(route, ROUTES, "route")
+    pb = setup(model, x, y, sites)
+    terms = _site_terms(pb, Metric(pb, hessian), route)
+    if per_site:
+        return {s: pb.squeeze(v) for s, v in terms.items()}
+    total = None
+    for s in pb.sites:
+        total = terms[s] if total is None else total + terms[s]
+    return pb.squeeze(total)
+
+
+def r_approx_grad(
+    model: Model,
+    x: Any,
+    y: Any,
+    sites: Iterable[str] | str | None = None,
+    hessian: str = "loss",
+    *,
+    reduce: bool = True,
+) -> Any:
+    r"""``∇_W R_approx`` (4.4, no constant): the explicit step of Alg. 2, flat ``(P,)``.
+
+    With ``t_k = J(e_k ⊙ h)`` (unit noise tangent ``e_k``) and ``R = Σ_k t_kᵀ M(F) t_k``,
+
+    .. math::
+        \nabla_W R = \sum_k \frac{d}{d\varepsilon}\nabla_W
+            \big\langle 2 M t_k,\ F(W, \varepsilon e_k)\big\rangle
+          + \Big(\frac{\partial F}{\partial W}\Big)^{\!\top}
+            \sum_k \nabla_F\big(t_k^\top M(F)\, t_k\big):
+
+    the first term is one forward-over-reverse sweep (``adjoint_tangent`` with cotangent
+    ``2 M t_k`` held fixed, all ``d_i`` directions batched), the second one reverse sweep of
+    :meth:`~dropcheck.losses.Loss.hessian_form_grad` (for cross-entropy
+    ``H(t⊙t) − 2(pᵀt) H t``; zero for the squared loss).  The gradient flows through ``h_i`` as
+    well as ``J_{F,i}``.  Returns the mean over the examples ``(P,)``, or per example ``(n, P)``
+    with ``reduce=False`` (``(P,)`` for one example).  ``hessian`` as in :func:`r_approx`.
+    """
+    pb = setup(model, x, y, sites)
+    metric = Metric(pb, hessian)
+    xp = pb.xp
+    total = None
+    for s in pb.sites:
+        d = model.widths[s]
+        tan = model.tangent(pb.tr, noise_tangents={s: unit_directions(xp, d, model.dtype)})
+        t = tan.logits  # (d, 1, n, c)
+        _, through_t = model.adjoint_tangent(
+            pb.tr, tan, 2.0 * metric.apply(t), 0.0 * t, params=True
+        )  # (d, 1, n, P)
+        cot = xp.sum(metric.form_grad(t), axis=0, keepdims=True)  # (1, 1, n, c)
+        _, through_f = model.backward(pb.tr, cot, params=True)  # (1, 1, n, P)
+        part = xp.sum(through_t, axis=0)[0, ...] + through_f[0, 0, ...]
+        total = part if total is None else total + part
+    if pb.single:
+        return total[0, ...]
+    return xp.mean(total, axis=0) if reduce else total
