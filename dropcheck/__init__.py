@@ -6,6 +6,7 @@ and classical dropout theory, checked against exact enumeration, autograd and sy
 
 from dropcheck import (
     backend,
+    checks,
     classical,
     covariance,
     exact,
@@ -35,6 +36,7 @@ __all__ = [
     "Squared",
     # modules
     "backend",
+    "checks",
     "classical",
     "covariance",
     "exact",

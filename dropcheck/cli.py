@@ -45,6 +45,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 #: Subcommands whose module parses its own arguments: name -> (module, help).
 _PASSTHROUGH = {
     "derive": ("derivations", "run the sympy derivations and print them (--latex, --markdown)"),
+    "check": ("dropcheck.checks._cli", "check a dropout layer MODULE:FUNCTION (check_dropout)"),
 }
 
 

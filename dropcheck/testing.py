@@ -15,8 +15,11 @@ from typing import Any
 import numpy as np
 
 from dropcheck.backend import namespace, to_numpy
+from dropcheck.checks import DropcheckError, assert_dropout_correct
 
 __all__ = [
+    "DropcheckError",
+    "assert_dropout_correct",
     "brute_force_expectation",
     "numeric_jacobian",
     "numeric_hessian",

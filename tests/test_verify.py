@@ -43,3 +43,10 @@ def test_identity_failure_gives_nonzero_status(monkeypatch, capsys):
 def test_unknown_claim_id_is_a_clear_error(capsys):
     assert main(["verify", "--only", "Z9", "--no-progress"]) == 2
     assert "unknown claim IDs ['Z9']" in capsys.readouterr().err
+
+
+def test_cli_dispatches_derive_and_check(capsys):
+    assert main(["derive", "--only", "ce_hessian"]) == 0
+    assert "ce_hessian" in capsys.readouterr().out
+    assert main(["check", "tests.dropout_bugs:cli_reference", "--q", "0.3"]) == 0
+    assert main(["check", "tests.dropout_bugs:cli_unscaled", "--q", "0.3"]) == 1
