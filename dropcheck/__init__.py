@@ -19,7 +19,7 @@ from dropcheck import (
     theory,
 )
 from dropcheck.losses import CrossEntropy, Squared
-from dropcheck.models import MLP, Functional, Linear, Model, Site
+from dropcheck.models import LSTM, MLP, Functional, Linear, Model, Site
 from dropcheck.noise import TooManyMasksError
 
 __version__ = "0.1.0"
@@ -29,6 +29,7 @@ __all__ = [
     "MLP",
     "Linear",
     "Functional",
+    "LSTM",
     "Model",
     "Site",
     # losses

@@ -46,6 +46,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 _PASSTHROUGH = {
     "derive": ("derivations", "run the sympy derivations and print them (--latex, --markdown)"),
     "check": ("dropcheck.checks._cli", "check a dropout layer MODULE:FUNCTION (check_dropout)"),
+    "lstm-eval": ("dropcheck.lstm_eval", "evaluate the regularizers of an LSTM LM over a corpus"),
 }
 
 
