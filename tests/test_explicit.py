@@ -360,3 +360,47 @@ def test_explicit_runs_on_array_api_strict():
         got, want = fn(net, xb, yb), fn(ref, x, y)  # same generator stream: same draws
         check(got.value, want.value)
         check(got.stderr, want.stderr)
+
+
+# ----- a sequence model on the same protocol -----
+def test_lstm_with_locked_masks():
+    """The LSTM (logits (B, n, T, V), loss summed over tokens, masks shared by all steps).
+
+    Everything goes through noise tangents and noise_adjoint, so the cross-time terms come from
+    the model: both routes agree (the vjp route needs one factor column per token), R_approx
+    matches the LSTM module's own exact form, Taylor = Gauss–Newton at the decoder site "out",
+    the expectation over per-token labels is exact (V^T label sequences), and the gradient
+    matches central differences (eps = 1e-6: truncation ~1e-12, rounding ~1e-10 relative).
+    """
+    lstm = pytest.importorskip("dropcheck.models.lstm")
+    le = pytest.importorskip("dropcheck.lstm_eval")
+    V, T = 3, 2
+    m = lstm.LSTM.random(V, 3, 3, 2, seed=3, scale=2.0)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, V, (2, T)), rng.integers(0, V, (2, T))
+    exact = np.asarray(ex.r_approx(m, x, y))
+    assert_close(exact, np.asarray(le.r_approx_exact(m, x, y)), rtol=1e-10)
+    for hessian in ("loss", "identity", "loss_jacobian"):
+        assert_close(ex.r_approx(m, x, y, hessian=hessian, route="vjp"),
+                     ex.r_approx(m, x, y, hessian=hessian, route="jvp"), rtol=EXACT, atol=1e-18)
+    q = 0.3
+    assert_close(ex.taylor(m, x, y, q, sites="out"),
+                 ex.strength(q) * ex.r_approx(m, x, y, sites="out"), rtol=EXACT)
+    f = np.asarray(m.forward(x))
+    p = np.exp(f - f.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)  # (n, T, V)
+    seqs = np.array(np.meshgrid(*[np.arange(V)] * T, indexing="ij")).reshape(T, -1).T
+    labels = np.broadcast_to(seqs[:, None, :], (len(seqs), 2, T))
+    weights = np.prod(np.take_along_axis(p[None], labels[..., None], -1)[..., 0], axis=-1)
+    assert_close((weights * np.asarray(ex.r_hat(m, x, labels))).sum(0), exact, rtol=EXACT)
+    grad = np.asarray(ex.r_approx_grad(m, x, y))
+    flat = np.asarray(m.flatten_params())
+    for i in np.random.default_rng(1).choice(flat.size, 6, replace=False):
+        hi, lo = flat.copy(), flat.copy()
+        hi[i] += 1e-6
+        lo[i] -= 1e-6
+        fd = (np.mean(ex.r_approx(m.with_params(m.unflatten_params(hi)), x, y))
+              - np.mean(ex.r_approx(m.with_params(m.unflatten_params(lo)), x, y))) / 2e-6
+        assert abs(grad[i] - fd) <= 1e-7 * np.abs(grad).max()
+    with pytest.raises(ValueError, match="mask='per_step'"):
+        ex.r_approx(m.with_mask("per_step"), x, y)

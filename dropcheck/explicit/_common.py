@@ -1,14 +1,20 @@
 """Shared plumbing of :mod:`dropcheck.explicit`: argument checks, unit directions, metrics.
 
-A *metric* is the ``c×c`` matrix ``M`` that weighs logit tangents in ``Σ_k t_kᵀ M t_k``:
-``H_out`` (the paper's ``R_approx``, eq. 4.4), ``I`` (the identity variant of Sec. 5.2) or
-``g gᵀ`` with ``g = ∇_F ℓ_y`` (the loss-Jacobian variant ``R̃_approx``, eq. 5.1).  Each metric
-knows the three things the estimators need: the quadratic form ``tᵀ M t``, the product ``M t``,
-its columns ``A`` with ``M = A Aᵀ`` (for the reverse route), and ``∇_F (tᵀ M(F) t)``.
+A *metric* is the matrix ``M`` that weighs logit tangents in ``Σ_k t_kᵀ M t_k``: ``H_out``
+(the paper's ``R_approx``, eq. 4.4), ``I`` (the identity variant of Sec. 5.2) or ``g gᵀ`` with
+``g = ∇_F ℓ_y`` (the loss-Jacobian variant ``R̃_approx``, eq. 5.1).  Each metric knows what the
+estimators need: the quadratic form ``tᵀ M t``, the product ``M t``, the columns ``A`` of a
+factor ``M = A Aᵀ`` (for the reverse route), and ``∇_F (tᵀ M(F) t)``.
+
+*Logit axes.*  An example's logits are ``(c,)`` for the MLP and ``(T, V)`` for a sequence model
+(one logit vector per token, loss summed over tokens, ``H_out`` block-diagonal over tokens).
+Arrays are ``(k, B, n, *X, c)`` with ``X`` the extra axes; every contraction of a tangent with
+``M`` runs over ``(*X, c)``, so ``g gᵀ`` couples the tokens and ``H_out``, ``I`` do not.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +28,7 @@ ROUTES = ("auto", "jvp", "vjp")
 
 @dataclass(frozen=True)
 class Problem:
-    """Checked inputs and the clean trace: ``x`` ``(n, d0)``, targets, sites, trace ``B = 1``."""
+    """Checked inputs and the clean trace (``B = 1``): inputs, targets, sites."""
 
     model: Model
     x: Any
@@ -41,8 +47,23 @@ class Problem:
         """Number of examples."""
         return self.x.shape[0]
 
+    @property
+    def extra(self) -> tuple[int, ...]:
+        """Extra per-example logit axes ``X`` (``()`` for the MLP, ``(T,)`` for a sequence)."""
+        return tuple(self.tr.logits.shape[2:-1])
+
+    @property
+    def outputs(self) -> int:
+        """Logit vectors per example, ``prod(X)``."""
+        return math.prod(self.extra)
+
+    def contract(self, a: Any, b: Any, keepdims: bool = False) -> Any:
+        """``Σ a ⊙ b`` over the logit axes ``(*X, c)`` (the last ``len(X) + 1`` axes)."""
+        m = len(self.extra) + 1
+        return self.xp.sum(a * b, axis=tuple(range(-m, 0)), keepdims=keepdims)
+
     def squeeze(self, a: Any) -> Any:
-        """Drop the example axis (the leading one) for a single example ``x`` of shape ``(d0,)``."""
+        """Drop the example axis (the leading one) for a single example."""
         return a[0, ...] if self.single else a
 
 
@@ -50,6 +71,13 @@ def setup(model: Model, x: Any, y: Any, sites: Iterable[str] | str | None) -> Pr
     """Validate ``x``, ``y`` (None: no targets needed) and ``sites``; run the clean forward pass."""
     if not isinstance(model, Model):
         raise TypeError(f"model must be a dropcheck Model (MLP, Linear, ...), got {type(model)!r}")
+    mask = getattr(model, "mask", "locked")
+    if mask != "locked":
+        raise ValueError(
+            f"dropcheck.explicit needs one noise entry per unit of a site (a mask shared by "
+            f"every position), got a model with mask={mask!r}; use model.with_mask('locked'), "
+            f"or dropcheck.lstm_eval for per-step masks"
+        )
     x2, single = model.check_x(x)
     names = model.check_sites(sites)
     y2 = None if y is None else model.check_y(y, x2.shape[0])
@@ -78,11 +106,11 @@ def require_label_distribution(model: Model, what: str) -> None:
 
 
 def sample_labels(rng: Any, p: Any, samples: int, xp: Any) -> Any:
-    """Labels ``ŷ ~ p`` ``(samples, n)`` for probabilities ``p`` ``(n, c)`` (inverse CDF)."""
+    """Labels ``ŷ ~ p`` ``(samples, *p.shape[:-1])``, independent per logit vector (inverse CDF)."""
     from dropcheck.backend import uniform
 
     c = p.shape[-1]
-    u = uniform(rng, (samples, p.shape[0], 1), xp, p.dtype)
+    u = uniform(rng, (samples, *p.shape[:-1], 1), xp, p.dtype)
     cdf = xp.cumulative_sum(p, axis=-1)
     idx = xp.sum(xp.astype(u >= cdf, xp.int64), axis=-1)
     return xp.minimum(idx, c - 1)  # u ≥ cdf[c−1] only by rounding of the cumulative sum
@@ -95,69 +123,82 @@ def rademacher(rng: Any, shape: tuple[int, ...], xp: Any, dtype: Any) -> Any:
     return xp.astype(uniform(rng, shape, xp, dtype) < 0.5, dtype) * 2.0 - 1.0
 
 
+def check_labels(labels: Any, shape: tuple[int, ...], c: int, xp: Any) -> tuple[Any, bool]:
+    """Class labels of per-draw ``shape`` (the targets' shape) as ``(S, *shape)`` integers.
+
+    Returns the labels and whether a single draw (no leading draw axis) was given.
+    """
+    lab = xp.asarray(labels)
+    if not xp.isdtype(lab.dtype, "integral"):
+        raise TypeError(f"labels must hold integer class labels, got dtype {lab.dtype}")
+    one = tuple(lab.shape) == shape
+    if one:
+        lab = lab[None, ...]
+    if tuple(lab.shape[1:]) != shape:
+        raise ValueError(
+            f"labels must have shape {shape} (one label per logit vector) or (S, "
+            f"{', '.join(map(str, shape))}) for S draws, got {tuple(lab.shape)}"
+        )
+    if bool(xp.any(lab < 0)) or bool(xp.any(lab >= c)):
+        raise ValueError(f"labels holds values outside [0, {c}) for a model with {c} classes")
+    return lab, one
+
+
 class Metric:
     """The weighting ``M`` of logit tangents for one ``hessian`` choice (see module doc)."""
 
     def __init__(self, pb: Problem, hessian: str) -> None:
         self.kind = check_choice(hessian, HESSIANS, "hessian")
         self.pb = pb
-        self.f = pb.tr.logits  # (1, n, c)
+        self.f = pb.tr.logits  # (1, n, *X, c)
         self.loss = pb.model.loss
         self.g = self.loss.grad(self.f, pb.y) if self.kind == "loss_jacobian" else None
 
     @property
     def rank(self) -> int:
-        """Number of columns of the factor ``A`` (reverse sweeps the ``vjp`` route needs)."""
-        return 1 if self.kind == "loss_jacobian" else self.f.shape[-1]
+        """Columns of the factor ``A`` (reverse sweeps of the ``vjp`` route): ``c·prod(X)`` or 1."""
+        return 1 if self.kind == "loss_jacobian" else self.f.shape[-1] * self.pb.outputs
 
     def apply(self, t: Any) -> Any:
-        """``M t`` for logit tangents ``t`` ``(k, 1, n, c)``."""
-        xp = self.pb.xp
+        """``M t`` for logit tangents ``t`` ``(k, 1, n, *X, c)``."""
         if self.kind == "loss":
             return self.loss.hvp(self.f, self.pb.y, t)
         if self.kind == "identity":
             return t
-        return xp.sum(self.g * t, axis=-1, keepdims=True) * self.g
+        return self.pb.contract(self.g, t, keepdims=True) * self.g
 
     def quad(self, t: Any) -> Any:
         """``tᵀ M t`` per direction, ``(k, 1, n)``."""
-        return self.pb.xp.sum(t * self.apply(t), axis=-1)
+        return self.pb.contract(t, self.apply(t))
 
     def columns(self) -> Any:
-        """The factor's columns as logit cotangents ``(r, 1, n|1, c)``: ``M = Σ_r a_r a_rᵀ``."""
-        xp = self.pb.xp
+        """The factor's columns as logit cotangents ``(r, 1, n|1, *X, c)``: ``M = Σ_r a_r a_rᵀ``.
+
+        ``H_out`` and ``I`` are block-diagonal over the logit vectors ``X``: each block's columns
+        are placed at their own position (``c·prod(X)`` columns); ``g gᵀ`` has one.
+        """
+        xp, pb = self.pb.xp, self.pb
+        if self.kind == "loss_jacobian":
+            return self.g[None, ...]
+        c, X, m = self.f.shape[-1], pb.extra, pb.outputs
         if self.kind == "loss":
-            a = self.loss.hessian_factor(self.f, self.pb.y)  # (1, n, c, r)
-            return xp.permute_dims(a, (3, 0, 1, 2))
-        if self.kind == "identity":
-            c = self.f.shape[-1]
-            return xp.reshape(xp.eye(c, dtype=self.f.dtype), (c, 1, 1, c))
-        return self.g[None, ...]
+            a = self.loss.hessian_factor(self.f, pb.y)  # (1, n, *X, c, r)
+            a = xp.permute_dims(a, (a.ndim - 1, *range(a.ndim - 1)))  # (r, 1, n, *X, c)
+        else:
+            a = xp.reshape(xp.eye(c, dtype=self.f.dtype), (c, 1, 1, *(1,) * len(X), c))
+        if not X:
+            return a
+        # place block x's columns at position x only: (m, r, 1, n, *X, c) → (m·r, 1, n, *X, c)
+        ind = xp.reshape(xp.eye(m, dtype=self.f.dtype), (m, 1, 1, 1, *X, 1))
+        cols = ind * a[None, ...]
+        return xp.reshape(cols, (m * cols.shape[1], *cols.shape[2:]))
 
     def form_grad(self, t: Any) -> Any:
-        """``∇_F (tᵀ M(F) t)`` at fixed ``t``, ``(k, 1, n, c)``."""
-        xp = self.pb.xp
+        """``∇_F (tᵀ M(F) t)`` at fixed ``t``, ``(k, 1, n, *X, c)``."""
         if self.kind == "loss":
             return self.loss.hessian_form_grad(self.f, self.pb.y, t)
         if self.kind == "identity":
             return 0.0 * t
         # ∇_F (g(F)ᵀ t)² = 2 (gᵀt) D_F g · t = 2 (gᵀt) H_out t
-        gt = xp.sum(self.g * t, axis=-1, keepdims=True)
+        gt = self.pb.contract(self.g, t, keepdims=True)
         return 2.0 * gt * self.loss.hvp(self.f, self.pb.y, t)
-
-
-def check_labels(labels: Any, n: int, c: int, xp: Any) -> Any:
-    """Class labels for ``n`` examples as ``(S, n)`` integers in ``[0, c)``."""
-    lab = xp.asarray(labels)
-    if not xp.isdtype(lab.dtype, "integral"):
-        raise TypeError(f"labels must hold integer class labels, got dtype {lab.dtype}")
-    if lab.ndim == 1:
-        lab = lab[None, ...]
-    if lab.ndim != 2 or lab.shape[-1] != n:
-        raise ValueError(
-            f"labels must have shape ({n},) or (S, {n}) (one label per example and draw), "
-            f"got {tuple(labels.shape) if hasattr(labels, 'shape') else labels!r}"
-        )
-    if bool(xp.any(lab < 0)) or bool(xp.any(lab >= c)):
-        raise ValueError(f"labels holds values outside [0, {c}) for a model with {c} classes")
-    return lab

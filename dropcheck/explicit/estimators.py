@@ -28,6 +28,7 @@ from typing import Any
 from dropcheck._validate import check_choice, check_positive_int
 from dropcheck.backend import make_rng
 from dropcheck.explicit._common import (
+    Metric,
     Problem,
     check_labels,
     rademacher,
@@ -67,22 +68,25 @@ def r_hat(
 ) -> Any:
     """The slides' ``R̂ = Σ_i Σ_k h_ik² (g_ŷᵀ J_{F,i})_k²`` for given labels ``ŷ``.
 
-    ``labels`` ``(n,)`` (one label per example) or ``(S, n)`` (``S`` draws) give ``(n,)`` or
-    ``(S, n)``; for one example ``x`` ``(d0,)``, a scalar label or ``(S,)`` labels.  Averaged
-    over ``ŷ ~ softmax(F(x))`` it is ``R_approx`` (4.4); at the true label it is ``R̃_approx``
-    (5.1).  One reverse sweep per label, all batched.  Needs cross-entropy.
+    ``labels`` has the targets' shape (one label per example, ``(n,)``; per token ``(n, T)``
+    for a sequence model; a scalar for one example) or a leading draw axis ``(S, …)``; the result
+    is ``(n,)`` or ``(S, n)``.  Averaged over ``ŷ ~ softmax(F(x))`` it is ``R_approx`` (4.4); at
+    the true label it is ``R̃_approx`` (5.1).  One reverse sweep per draw, all batched.  Needs
+    cross-entropy.
     """
     require_label_distribution(model, "r_hat")
     pb = setup(model, x, None, sites)
+    shape = tuple(pb.tr.logits.shape[1:-1])  # (n, *X)
     xp = pb.xp
     lab = xp.asarray(labels)
-    one_draw = lab.ndim == (0 if pb.single else 1)
-    if pb.single:
-        lab = xp.reshape(lab, (-1, 1))
-    out = _r_hat_draws(pb, check_labels(lab, pb.n, model.n_classes, xp))  # (S, n)
+    if pb.single:  # insert the example axis in front of the per-example label axes
+        k = lab.ndim - len(pb.extra)
+        lab = xp.reshape(lab, (*lab.shape[:k], 1, *lab.shape[k:]))
+    lab, one = check_labels(lab, shape, model.n_classes, xp)
+    out = _r_hat_draws(pb, lab)  # (S, n)
     if pb.single:
         out = out[:, 0]
-    return out[0, ...] if one_draw else out
+    return out[0, ...] if one else out
 
 
 def _estimate(draws: Any, xp: Any, single: bool) -> Estimate:
@@ -130,12 +134,12 @@ def _probe_draws(pb: Problem, probes: int, rng: Any, labels: str) -> Any:
     signs = {
         s: rademacher(rng, (probes, 1, pb.n, model.widths[s]), xp, model.dtype) for s in pb.sites
     }
-    t = model.tangent(pb.tr, noise_tangents=signs).logits[:, 0, ...]  # (S, n, c)
+    t = model.tangent(pb.tr, noise_tangents=signs).logits[:, 0, ...]  # (S, n, *X, c)
     f = pb.tr.logits[0, ...]
     if labels == "full":
-        return xp.sum(t * model.loss.hvp(f, pb.y, t), axis=-1)
-    lab = sample_labels(rng, softmax(f, xp), probes, xp)
-    gt = xp.sum(model.loss.grad(f, lab) * t, axis=-1)
+        return pb.contract(t, model.loss.hvp(f, pb.y, t))
+    lab = sample_labels(rng, softmax(f, xp), probes, xp)  # one label per logit vector
+    gt = pb.contract(model.loss.grad(f, lab), t)
     return gt * gt
 
 
@@ -254,10 +258,10 @@ def compare_estimators(
     pb = setup(model, x, y, sites)
     gen = make_rng(None, rng)
     xp = pb.xp
-    c = model.n_classes
+    r = Metric(pb, "loss").rank
     exact, t_exact = _timed(lambda: r_approx(model, pb.x, pb.y, pb.sites))
     widths = [model.widths[s] for s in pb.sites]
-    exact_products = sum(d for d in widths if d < c) + (c if any(d >= c for d in widths) else 0)
+    exact_products = sum(d for d in widths if d < r) + (r if any(d >= r for d in widths) else 0)
     runs: dict[str, tuple[int, Callable[[], Any]]] = {
         "sampled": (1, lambda: _sampled_draws(pb, draws, gen)),
         "probe_full": (1, lambda: _probe_draws(pb, draws, gen, "full")),

@@ -12,10 +12,12 @@ Sec. 5.2 replace ``H_out`` by ``I`` (``hessian="identity"``) or by ``g gᵀ`` wi
 
 Two exact routes, per site: ``jvp`` pushes the ``d_i`` unit noise tangents ``e_k`` forward
 (``t_{ik}`` directly); ``vjp`` pulls the ``r`` columns of a factor ``M = A Aᵀ``
-(:meth:`~dropcheck.losses.Loss.hessian_factor`; ``r = c``, or 1 for ``g gᵀ``) back to the noise,
-``R_i = Σ_r ‖∂⟨a_r, F⟩/∂η_i‖²`` (BackPACK's route).  ``route="auto"`` takes the one with fewer
-sweeps per site.  Both are written with noise tangents and ``noise_adjoint``, so a model whose
-masks are shared along time steps gets its cross-time terms.
+(:meth:`~dropcheck.losses.Loss.hessian_factor`; ``r = c`` per logit vector — ``c·T`` for a
+sequence model, whose ``H_out`` is block-diagonal over tokens — or 1 for ``g gᵀ``) back to the
+noise, ``R_i = Σ_r ‖∂⟨a_r, F⟩/∂η_i‖²`` (BackPACK's route).  ``route="auto"`` takes the one with
+fewer sweeps per site.  Both are written with noise tangents and ``noise_adjoint``, so a model
+whose masks are shared along time steps (the LSTM with ``mask="locked"``) gets its cross-time
+terms.
 """
 
 from __future__ import annotations
@@ -30,11 +32,15 @@ from dropcheck.models._base import Model
 __all__ = ["r_approx", "r_approx_grad", "route_for"]
 
 
-def route_for(model: Model, site: str, hessian: str = "loss") -> str:
-    """The cheaper exact route for ``site``: ``"jvp"`` (``d_i`` sweeps) or ``"vjp"`` (``r``)."""
+def route_for(model: Model, site: str, hessian: str = "loss", *, outputs: int = 1) -> str:
+    """The cheaper exact route for ``site``: ``"jvp"`` (``d_i`` sweeps) or ``"vjp"`` (``r``).
+
+    ``r`` is the number of factor columns: ``c·outputs`` for ``H_out`` and ``I`` (``outputs``:
+    logit vectors per example, ``T`` for a sequence model), 1 for ``g gᵀ``.
+    """
     check_choice(hessian, ("loss", "identity", "loss_jacobian"), "hessian")
     model.check_sites((site,))
-    r = 1 if hessian == "loss_jacobian" else model.n_classes
+    r = 1 if hessian == "loss_jacobian" else model.n_classes * outputs
     return "jvp" if model.widths[site] < r else "vjp"
 
 

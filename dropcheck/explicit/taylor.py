@@ -144,7 +144,7 @@ def hessian_split(
     f = pb.tr.logits
     for s in pb.sites:
         diag, t = _second_derivatives(pb, s, g_dot_zero=True)
-        gn_s = xp.sum(xp.sum(t * model.loss.hvp(f, pb.y, t), axis=-1), axis=0)  # (1, n)
+        gn_s = xp.sum(pb.contract(t, model.loss.hvp(f, pb.y, t)), axis=0)  # (1, n)
         gn[s] = pb.squeeze(strength(qd[s]) * gn_s[0, ...])
         rem[s] = pb.squeeze(strength(qd[s]) * xp.sum(diag, axis=-1)[0, ...])
     return HessianSplit(gn, rem)
