@@ -50,3 +50,18 @@ def test_cli_dispatches_derive_and_check(capsys):
     assert "ce_hessian" in capsys.readouterr().out
     assert main(["check", "tests.dropout_bugs:cli_reference", "--q", "0.3"]) == 0
     assert main(["check", "tests.dropout_bugs:cli_unscaled", "--q", "0.3"]) == 1
+
+
+def test_measurement_that_raises_is_an_error_row(monkeypatch, capsys):
+    from verification import _registry
+
+    claim = _registry._CLAIMS["E1"]
+
+    def boom(ctx):
+        raise RuntimeError("broken measurement")
+
+    monkeypatch.setitem(_registry._CLAIMS, "E1", claim.__class__(
+        claim.id, claim.statement, claim.source, claim.kind, claim.rule, boom))
+    assert run(["E1"], progress=False) == 1
+    out = capsys.readouterr().out
+    assert "ERROR" in out and "broken measurement" in out

@@ -14,6 +14,8 @@ from verification._registry import IMPORT_ERRORS, Context, Measurement, all_clai
 
 
 def _verdict(kind: str, m: Measurement) -> str:
+    if m.values.get("error"):
+        return "ERROR"
     if m.passed is None:
         return "reported"
     if m.passed:
@@ -70,6 +72,7 @@ def run(
         except Exception as exc:  # a crash is reported in the table, and fails the run
             m = Measurement(figure=f"error: {type(exc).__name__}: {exc}", passed=False)
             m.note = traceback.format_exc()
+            m.values["error"] = True
             status = 1
         dt = time.perf_counter() - t0
         verdict = _verdict(c.kind, m)
@@ -85,7 +88,8 @@ def run(
         print(f"suite verification.{mod} failed to import: {err}", file=out)
         status = 1
     total = time.perf_counter() - start
-    counts = {v: sum(r[2] == v for r in rows) for v in ("PASS", "FAIL", "DEVIATES", "reported")}
+    verdicts = ("PASS", "FAIL", "DEVIATES", "ERROR", "reported")
+    counts = {v: sum(r[2] == v for r in rows) for v in verdicts}
     print(
         f"\n{len(rows)} claims in {total:.1f} s: "
         + ", ".join(f"{n} {v}" for v, n in counts.items() if n),

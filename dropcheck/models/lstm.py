@@ -57,7 +57,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from dropcheck._validate import check_choice, check_finite, check_q
-from dropcheck.backend import asarray, default_dtype, make_rng, namespace
+from dropcheck.backend import asarray, default_dtype, make_rng, matmul, namespace
 from dropcheck.losses import CrossEntropy
 from dropcheck.models._base import Model, Site, Tangent, Trace
 from dropcheck.noise import sample_eta, sample_rademacher
@@ -116,19 +116,6 @@ def _broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
     nd = max(len(s) for s in shapes)
     padded = [(1,) * (nd - len(s)) + tuple(s) for s in shapes]
     return tuple(max(dims) for dims in zip(*padded, strict=True))
-
-
-def _mm(xp: Any, a: Any, b: Any) -> Any:
-    """``a @ b``; for a matrix ``b`` the leading axes of ``a`` are merged into one GEMM.
-
-    numpy's stacked matmul runs one small GEMM per leading index (e.g. per sequence with only
-    ``T`` rows), 10–20× slower than one ``(n·T) × d`` product; a batch of matrices ``b`` (weight
-    dropout) keeps the batched product.
-    """
-    if b.ndim != 2 or a.ndim <= 2:
-        return a @ b
-    out = xp.reshape(a, (-1, a.shape[-1])) @ b
-    return xp.reshape(out, (*a.shape[:-1], b.shape[-1]))
 
 
 def _stack(xp: Any, seq: list[Any]) -> Any:
@@ -486,7 +473,7 @@ class LSTM(Model):
             tr.cache["layers"].append(lc)
             u = self._noisy(lc["h"], eta.get(self.site_names_all[l]))
         tr.cache["dec_in"] = u
-        tr.logits = _mm(xp, u, xp.matrix_transpose(self._dec())) + self.params["bD"]
+        tr.logits = matmul(u, xp.matrix_transpose(self._dec()), xp) + self.params["bD"]
         return tr
 
     @property
@@ -498,11 +485,11 @@ class LSTM(Model):
         xp = self.xp
         W, b = self.params[f"W{l}"], self.params[f"b{l}"]
         UT = xp.matrix_transpose(self._U(tr, l))
-        pre = _mm(xp, u, xp.matrix_transpose(W)) + b  # (B, n, T, 4H): input part, all steps
+        pre = matmul(u, xp.matrix_transpose(W), xp) + b  # (B, n, T, 4H): input part, all steps
         h, c = state
         acts, cs, hs = [], [], []
         for t in range(pre.shape[-2]):
-            act = self._gates(pre[..., t, :] + _mm(xp, h, UT), l)
+            act = self._gates(pre[..., t, :] + matmul(h, UT, xp), l)
             i, f, g, o = self._split(act, l)
             c = f * c + i * g
             h = o * xp.tanh(c)
@@ -555,18 +542,18 @@ class LSTM(Model):
         if udot is None:  # no tangent at all: the zero tangent
             logits = 0.0 * tr.logits[None, ...]
         else:
-            logits = _mm(xp, udot, xp.matrix_transpose(self._dec()))
+            logits = matmul(udot, xp.matrix_transpose(self._dec()), xp)
         return Tangent(logits, vt, nt, {"layers": layers, "dec_in": udot})
 
     def _layer_tangent(self, tr: Trace, l: int, udot: Any) -> dict[str, Any]:
         xp = self.xp
         lc = tr.cache["layers"][l - 1]
         UT = xp.matrix_transpose(self._U(tr, l))
-        zpre = _mm(xp, udot, xp.matrix_transpose(self.params[f"W{l}"]))
+        zpre = matmul(udot, xp.matrix_transpose(self.params[f"W{l}"]), xp)
         hd = cd = None
         zds, cds, hds = [], [], []
         for t in range(zpre.shape[-2]):
-            zd = zpre[..., t, :] if hd is None else zpre[..., t, :] + _mm(xp, hd, UT)
+            zd = zpre[..., t, :] if hd is None else zpre[..., t, :] + matmul(hd, UT, xp)
             act = lc["act"][..., t, :]
             i, f, g, o = self._split(act, l)
             di, df, dg, do = self._split(self._d1(act, l) * zd, l)
@@ -665,7 +652,7 @@ class LSTM(Model):
             return xp.sum(a, axis=-2) if per_example else xp.sum(a, axis=(-3, -2))
 
         dec = self._dec()
-        gu, gdu = _mm(xp, g, dec), (None if tan is None else _mm(xp, gd, dec))
+        gu, gdu = matmul(g, dec, xp), (None if tan is None else matmul(gd, dec, xp))
         if params:
             dn = pg(g, tr.cache["dec_in"], gd, None if tan is None else tan.cache["dec_in"])
             grads["D"] = dn
@@ -677,7 +664,7 @@ class LSTM(Model):
                 lt = lts[j - 1]
                 gz, gdz = self._layer_reverse(tr, j, gh, gdh, lt)
                 W = self.params[f"W{j}"]
-                gu, gdu = _mm(xp, gz, W), (None if tan is None else _mm(xp, gdz, W))
+                gu, gdu = matmul(gz, W, xp), (None if tan is None else matmul(gdz, W, xp))
                 if params:
                     wn = tr.cache["wn"].get(j)
                     hprev = self._shifted(lc["h"], lc["h0"])
@@ -736,7 +723,7 @@ class LSTM(Model):
             gact = xp.concat([gc * g, gc * cp, gc * i, gh * a], axis=-1)
             gz = gact * d1
             cc = gc * f
-            ch = _mm(xp, gz, U)
+            ch = matmul(gz, U, xp)
             gz_t.append(gz)
             if not tangent:
                 continue
@@ -761,7 +748,7 @@ class LSTM(Model):
                 )
                 gdz = gdact * d1 + gact * d1 * self._d2_over_d1(act, l) * zd
                 dcc = gdc * f + gc * df
-            dch = _mm(xp, gdz, U)
+            dch = matmul(gdz, U, xp)
             gdz_t.append(gdz)
         gz_all = _stack(xp, gz_t[::-1])
         return gz_all, (_stack(xp, gdz_t[::-1]) if tangent else None)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from dropcheck._validate import check_choice, check_finite
-from dropcheck.backend import asarray, default_dtype, make_rng, namespace
+from dropcheck.backend import asarray, default_dtype, make_rng, matmul, namespace
 from dropcheck.losses import Loss, get_loss
 from dropcheck.models._activations import ACTIVATIONS
 from dropcheck.models._base import Model, Site, Tangent, Trace
@@ -161,7 +161,7 @@ class MLP(Model):
             hs.append(h)
             inp = h * (1.0 + eta[s]) if s in eta else h
             inps.append(inp)
-            z = inp @ self._w(layer).T + self.params[f"b{layer}"]
+            z = matmul(inp, self._w(layer).T, xp) + self.params[f"b{layer}"]
             zs.append(z)
             if layer < self.n_layers:
                 h = self._act.f(z, xp)
@@ -204,7 +204,7 @@ class MLP(Model):
             for p in parts[1:]:
                 inp_dot = inp_dot + p
             inp_dots[layer - 1] = inp_dot
-            zdot = inp_dot @ self._w(layer).T
+            zdot = matmul(inp_dot, self._w(layer).T, xp)
             z_dots[layer - 1] = zdot
             if layer < self.n_layers:
                 hdot = self._act.df(tr.cache["z"][layer - 1], xp) * zdot
@@ -232,7 +232,7 @@ class MLP(Model):
             inp = tr.cache["inp"][layer - 1]
             if params:
                 blocks.append(self._param_grads(g_z, inp, None))
-            g_inp = g_z @ self._w(layer)
+            g_inp = matmul(g_z, self._w(layer), xp)
             s = _site_name(layer - 1)
             if s in sites:
                 out[s] = g_inp
@@ -263,8 +263,8 @@ class MLP(Model):
             if params:
                 extra = (g_z, inp_dot) if inp_dot is not None else None
                 blocks.append(self._param_grads(gd_z, inp, extra))
-            g_inp = g_z @ self._w(layer)
-            gd_inp = gd_z @ self._w(layer)
+            g_inp = matmul(g_z, self._w(layer), xp)
+            gd_inp = matmul(gd_z, self._w(layer), xp)
             s = _site_name(layer - 1)
             if s in sites:
                 out[s] = gd_inp
