@@ -42,11 +42,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Subcommands whose module parses its own arguments: name -> (module, help).
+#: Subcommands whose module parses its own arguments: name -> (module, function, help).
 _PASSTHROUGH = {
-    "derive": ("derivations", "run the sympy derivations and print them (--latex, --markdown)"),
-    "check": ("dropcheck.checks._cli", "check a dropout layer MODULE:FUNCTION (check_dropout)"),
-    "lstm-eval": ("dropcheck.lstm_eval", "evaluate the regularizers of an LSTM LM over a corpus"),
+    "derive": ("derivations", "cli", "run the sympy derivations and print them"),
+    "check": ("dropcheck.checks._cli", "cli", "check a dropout layer MODULE:FUNCTION"),
+    "lstm-eval": ("dropcheck.lstm_eval", "cli", "regularizers of an LSTM LM over a corpus"),
+    "bench": ("benchmarks.run", "main", "benchmarks against baselines, as ratios"),
 }
 
 
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=_cmd_plot)
 
     # listed for --help; main() hands their arguments to the module before argparse sees them
-    for name, (_, help_) in _PASSTHROUGH.items():
+    for name, (_, _, help_) in _PASSTHROUGH.items():
         sub.add_parser(name, help=help_ + " (see: dropcheck " + name + " --help)")
     return p
 
@@ -89,8 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in _PASSTHROUGH:
         import importlib
 
-        module = importlib.import_module(_PASSTHROUGH[argv[0]][0])
-        return int(module.cli(argv[1:]) or 0)
+        module, function, _ = _PASSTHROUGH[argv[0]]
+        return int(getattr(importlib.import_module(module), function)(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -18,6 +18,13 @@ Quantities (paper-notes, "Objectives"; Wei, Kakade & Ma 2020, Sec. 3):
 
 ``q`` is a float (all chosen sites) or a dict ``site -> q``; ``sites`` defaults to all sites
 of the model.  A single example ``x`` of shape ``(d0,)`` gives results without the batch axis.
+
+Fast paths (:mod:`dropcheck._fastenum`, DESIGN.md "Performance principles"): when the last
+dropping site feeds an affine map, ``expected_loss``, ``explicit_regularizer`` and
+``expected_gradient`` take ``method="auto"`` (default), ``"factorized"`` (site feeding the
+decoder: one matrix product and one ``log`` per mask), ``"gray"`` (block enumeration of the next
+pre-activation) or ``"batched"`` (this engine); the other sites, if any, are enumerated by this
+engine around the fast one.  All methods agree up to rounding (``tests/test_fastenum.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from dropcheck import _fastenum
 from dropcheck._validate import check_positive_int, check_q_sites
 from dropcheck.models._base import Model, Trace
 from dropcheck.noise import enumerate_masks, mask_count
@@ -139,6 +147,23 @@ def _squeeze(a: Any, single: bool) -> Any:
     return a[0, ...] if single else a
 
 
+def _fast_plan(
+    model: Model, names: tuple[str, ...], qd: dict[str, float], method: str, max_masks: int,
+    what: str,
+) -> _fastenum.FastPlan | None:
+    """The fast path for ``method`` (None: batched), after the same mask-count refusal."""
+    fp = _fastenum.plan(model, names, qd, method, what)
+    if fp is not None:
+        # the limit and its message are the batched engine's: enumerate_masks checks the count
+        # before yielding its first (one-mask) chunk
+        next(iter(enumerate_masks(
+            {s: model.widths[s] for s in names}, qd, chunk_size=1,
+            max_masks=check_positive_int(max_masks, "max_masks"), xp=model.xp,
+            dtype=model.dtype, what=what,
+        )))
+    return fp
+
+
 def expected_loss(
     model: Model,
     x: Any,
@@ -148,11 +173,22 @@ def expected_loss(
     sites: Iterable[str] | str | None = None,
     chunk_size: int | None = None,
     max_masks: int = MAX_MASKS,
+    method: str = "auto",
 ) -> Any:
-    """``E_η ℓ(F(x, η), y)`` exactly, per example: ``(n,)`` (scalar for one example)."""
-    x2, single, names, _ = _setup(model, x, q, sites)
+    """``E_η ℓ(F(x, η), y)`` exactly, per example: ``(n,)`` (scalar for one example).
+
+    ``method``: ``"batched"`` pushes every mask through the network; ``"factorized"`` (the last
+    dropping site feeds the decoder; cross-entropy or squared loss) and ``"gray"`` (it feeds any
+    affine map) enumerate that site by the block methods of :mod:`dropcheck._fastenum`; ``"auto"``
+    (default) takes the fastest that applies.  All give the same value up to rounding.
+    """
+    x2, single, names, qd = _setup(model, x, q, sites)
     y2 = model.check_y(y, x2.shape[0])
     xp = model.xp
+    fp = _fast_plan(model, names, qd, method, max_masks, "expected_loss")
+    if fp is not None:
+        return _squeeze(_fastenum.expected_loss(model, x2, y2, qd, fp, chunk_size=chunk_size),
+                        single)
     (s,) = expectation(
         model, x2, q,
         lambda tr, p: (_weighted_sum(p, model.loss.value(tr.logits, y2), xp),),
@@ -171,12 +207,20 @@ def explicit_regularizer(
     sites: Iterable[str] | str | None = None,
     chunk_size: int | None = None,
     max_masks: int = MAX_MASKS,
+    method: str = "auto",
 ) -> Any:
-    """``R_drop(F, x) = E_η ℓ(F(x, η)) − ℓ(F(x))`` exactly, per example ``(n,)``."""
-    x2, single, names, _ = _setup(model, x, q, sites)
+    """``R_drop(F, x) = E_η ℓ(F(x, η)) − ℓ(F(x))`` exactly, per example ``(n,)``.
+
+    ``method`` as in :func:`expected_loss`.
+    """
+    x2, single, names, qd = _setup(model, x, q, sites)
     y2 = model.check_y(y, x2.shape[0])
     xp = model.xp
     clean = model.loss.value(model.trace(x2).logits[0, ...], y2)
+    fp = _fast_plan(model, names, qd, method, max_masks, "explicit_regularizer")
+    if fp is not None:
+        r = _fastenum.expected_loss(model, x2, y2, qd, fp, shift=clean, chunk_size=chunk_size)
+        return _squeeze(r, single)
     # subtract the clean loss inside the sum: Σ p (ℓ_m − ℓ) keeps the small difference accurate
     (s,) = expectation(
         model, x2, q,
@@ -206,11 +250,25 @@ def expected_gradient(
     sites: Iterable[str] | str | None = None,
     chunk_size: int | None = None,
     max_masks: int = MAX_MASKS,
+    method: str = "auto",
 ) -> Any:
-    """``∇_W ℓ_drop(F, x) = E_η ∇_W ℓ(F(x, η))`` exactly, per example ``(n, P)``."""
-    x2, single, names, _ = _setup(model, x, q, sites)
+    """``∇_W ℓ_drop(F, x) = E_η ∇_W ℓ(F(x, η))`` exactly, per example ``(n, P)``.
+
+    ``method``: ``"factorized"`` (the last dropping site feeds the decoder: the softmax moments
+    ``E[p]``, ``E[m_k p]`` from one product per chunk, no per-mask backward), ``"batched"``, or
+    ``"auto"`` (factorized where it applies).  The gray method has no gradient.
+    """
+    x2, single, names, qd = _setup(model, x, q, sites)
     y2 = model.check_y(y, x2.shape[0])
     xp = model.xp
+    if method == "gray":
+        raise ValueError("method='gray' computes losses only; use 'auto', 'factorized' or "
+                         "'batched' for expected_gradient")
+    fp = _fast_plan(model, names, qd, method, max_masks, "expected_gradient")
+    if fp is not None and fp.method == "factorized":
+        return _squeeze(
+            _fastenum.expected_gradient(model, x2, y2, qd, fp, chunk_size=chunk_size), single
+        )
     (s,) = expectation(
         model, x2, q, lambda tr, p: (_weighted_sum(p, loss_gradients(model, tr, y2), xp),),
         sites=names, floats_per_mask=_grad_floats(model), chunk_size=chunk_size,
