@@ -15,6 +15,7 @@ from dropcheck import (
     losses,
     montecarlo,
     noise,
+    strategies,
     testing,
     theory,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "losses",
     "montecarlo",
     "noise",
+    "strategies",
     "testing",
     "theory",
     # errors

@@ -15,11 +15,18 @@ from typing import Any
 import numpy as np
 
 from dropcheck.backend import namespace, to_numpy
-from dropcheck.checks import DropcheckError, assert_dropout_correct
+from dropcheck.checks import (
+    DropcheckError,
+    assert_dropout_correct,
+    assert_gradient_noise_matches,
+    assert_regularizer_matches,
+)
 
 __all__ = [
     "DropcheckError",
     "assert_dropout_correct",
+    "assert_gradient_noise_matches",
+    "assert_regularizer_matches",
     "brute_force_expectation",
     "numeric_jacobian",
     "numeric_hessian",
