@@ -1,7 +1,7 @@
-"""``python -m benchmarks``: the same as ``dropcheck bench``."""
+"""``python -m dropcheck.benchmarks``: the same as ``dropcheck bench``."""
 
 import sys
 
-from benchmarks.run import main
+from dropcheck.benchmarks.run import main
 
 sys.exit(main())

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 import dropcheck as dc
-from benchmarks._baselines import naive_expected_gradient, naive_expected_loss
-from benchmarks._harness import Row, compare, peak_bytes
+from dropcheck.benchmarks._baselines import naive_expected_gradient, naive_expected_loss
+from dropcheck.benchmarks._harness import Row, compare, peak_bytes
 
 BASELINE_CHUNK = 2**14
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 import dropcheck as dc
-from benchmarks import _baselines as B
-from benchmarks._harness import Row, compare
+from dropcheck.benchmarks import _baselines as B
+from dropcheck.benchmarks._harness import Row, compare
 
 
 def available() -> str | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._harness import compare, peak_bytes
+from dropcheck.benchmarks._harness import compare, peak_bytes
 from dropcheck import lstm_eval as le
 from dropcheck.models.lstm import LSTM
 

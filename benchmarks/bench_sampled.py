@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 import dropcheck as dc
-from benchmarks import _baselines as B
-from benchmarks._harness import Row, compare, profile_top
+from dropcheck.benchmarks import _baselines as B
+from dropcheck.benchmarks._harness import Row, compare, profile_top
 
 
 def available() -> str | None:
@@ -118,7 +118,7 @@ def run(mode: str, repeats: int, threads: int | None) -> list[Row]:
 def _colleague_lstm_row(mode: str, repeats: int, threads: int | None) -> Row | None:
     """The LSTM from ``benchmarks.bench_lstm`` (its sizes, masks and torch baselines)."""
     try:
-        from benchmarks import bench_lstm
+        from dropcheck.benchmarks import bench_lstm
     except ImportError:
         return None
     failed = []
@@ -137,7 +137,7 @@ def _colleague_lstm_row(mode: str, repeats: int, threads: int | None) -> Row | N
     extra: dict[str, Any] = {"plain_s": sec["plain"], "r_hat_s": sec["r_hat"], "xi_s": sec["xi"],
                              "r_hat_over_plain": sec["r_hat"] / sec["plain"],
                              "xi_over_plain": sec["xi"] / sec["plain"]}
-    note = "; ".join([*failed, "from benchmarks.bench_lstm (locked masks, float32)"])
+    note = "; ".join([*failed, "from dropcheck.benchmarks.bench_lstm (locked masks, float32)"])
     if "torch_plain" in sec:
         extra["torch_plain_s"] = sec["torch_plain"]
         extra["over_torch_plain"] = both / sec["torch_plain"]

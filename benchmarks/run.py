@@ -3,7 +3,7 @@
     dropcheck bench [--quick] [--json PATH] [--markdown PATH] [--only NAMES]
                     [--repeats N] [--blas-threads N]
 
-(also ``python -m benchmarks …``).  Each benchmark times dropcheck and its baseline in the same
+(also ``python -m dropcheck.benchmarks …``).  Each benchmark times dropcheck and its baseline in the same
 process, alternating, and reports medians and their ratio; see ``docs/benchmarks.md``.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks._harness import Row, blas_threads, machine
+from dropcheck.benchmarks._harness import Row, blas_threads, machine
 
 BENCHES = ("enumeration", "explicit", "sampled")
 TABLES = ("enumeration", "memory", "explicit", "sampled")
@@ -231,7 +231,7 @@ def _markdown(rows: list[Row], info: dict[str, Any], argv: Sequence[str], wall: 
         "    dropcheck bench --markdown docs/benchmarks.md          # full run, a few minutes",
         "    dropcheck bench --quick --markdown docs/benchmarks.md  # under a minute",
         "",
-        "(or `python -m benchmarks …`); `--json PATH` writes every figure.",
+        "(or `python -m dropcheck.benchmarks …`); `--json PATH` writes every figure.",
         "",
         "## Machine",
         "",
@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows: list[Row] = []
     for b in only:
-        mod = __import__(f"benchmarks.bench_{b}", fromlist=["run"])
+        mod = __import__(f"dropcheck.benchmarks.bench_{b}", fromlist=["run"])
         why = getattr(mod, "available", lambda: None)()
         if why is not None:
             print(why)

@@ -16,7 +16,7 @@ from typing import Any
 import sympy as sp
 from sympy.matrices import MatrixBase
 
-from derivations._core import Derivation
+from dropcheck.derivations._core import Derivation
 
 __all__ = ["MODULES", "Derivation", "all_derivations", "cli", "get", "render"]
 
@@ -56,7 +56,7 @@ def get(name: str) -> Derivation:
     """
     if name not in MODULES:
         raise KeyError(f"unknown derivation {name!r}; known: {', '.join(MODULES)}")
-    return importlib.import_module(f"derivations.{name}").derivation()
+    return importlib.import_module(f"dropcheck.derivations.{name}").derivation()
 
 
 def all_derivations() -> list[Derivation]:

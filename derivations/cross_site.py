@@ -23,7 +23,7 @@ from functools import cache
 
 import sympy as sp
 
-from derivations._core import (
+from dropcheck.derivations._core import (
     Derivation,
     eta_law,
     expect_by_moments,

@@ -15,7 +15,7 @@ from functools import cache
 
 import sympy as sp
 
-from derivations._core import Derivation, eta_law, expect_iid, q, symbols_vector
+from dropcheck.derivations._core import Derivation, eta_law, expect_iid, q, symbols_vector
 
 D = 3
 

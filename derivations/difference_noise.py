@@ -18,7 +18,7 @@ from functools import cache
 
 import sympy as sp
 
-from derivations._core import Derivation, expect_draws, symbols_matrix
+from dropcheck.derivations._core import Derivation, expect_draws, symbols_matrix
 
 DIM = 2
 OUTCOMES = 3

@@ -16,7 +16,7 @@ from functools import cache
 
 import sympy as sp
 
-from derivations._core import Derivation, eta_law, moment, q
+from dropcheck.derivations._core import Derivation, eta_law, moment, q
 
 
 @cache

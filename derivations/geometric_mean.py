@@ -26,7 +26,7 @@ from functools import cache
 
 import sympy as sp
 
-from derivations._core import Derivation, p_keep, softmax, symbols_matrix, symbols_vector
+from dropcheck.derivations._core import Derivation, p_keep, softmax, symbols_matrix, symbols_vector
 
 D = 3
 C = 3

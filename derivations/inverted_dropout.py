@@ -15,7 +15,7 @@ from functools import cache
 
 import sympy as sp
 
-from derivations._core import Derivation, bernoulli_law, eta_law, q
+from dropcheck.derivations._core import Derivation, bernoulli_law, eta_law, q
 
 
 @cache

@@ -12,7 +12,7 @@ from functools import cache
 
 import sympy as sp
 
-from derivations._core import Derivation, bernoulli_law, expect_iid, q, symbols_vector
+from dropcheck.derivations._core import Derivation, bernoulli_law, expect_iid, q, symbols_vector
 
 D = 3
 

@@ -19,8 +19,8 @@ from functools import cache
 
 import sympy as sp
 
-from derivations._core import Derivation, expect_draws
-from derivations.difference_noise import covariance, generic_law
+from dropcheck.derivations._core import Derivation, expect_draws
+from dropcheck.derivations.difference_noise import covariance, generic_law
 
 
 def _positive_root(roots: list[sp.Expr], k: sp.Symbol) -> sp.Expr:

@@ -18,7 +18,7 @@ from functools import cache
 
 import sympy as sp
 
-from derivations._core import Derivation, bernoulli_law, expect_iid, p_keep, symbols_vector
+from dropcheck.derivations._core import Derivation, bernoulli_law, expect_iid, p_keep, symbols_vector
 
 D = 3
 

@@ -21,7 +21,7 @@ from functools import cache
 
 import sympy as sp
 
-from derivations._core import Derivation, eta_law, expect_by_moments, moment, q, symbols_vector
+from dropcheck.derivations._core import Derivation, eta_law, expect_by_moments, moment, q, symbols_vector
 
 D = 3
 

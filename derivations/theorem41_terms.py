@@ -18,7 +18,7 @@ from functools import cache
 
 import sympy as sp
 
-from derivations._core import (
+from dropcheck.derivations._core import (
     Derivation,
     cross_entropy,
     in_probabilities,

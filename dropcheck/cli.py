@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from verification import run
+    from dropcheck.verification import run
 
     ids = [i for s in (args.only or []) for i in s.split(",") if i]
     return run(
@@ -24,7 +24,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from verification import Context, all_plots
+    from dropcheck.verification import Context, all_plots
 
     plots = all_plots()
     if args.list or args.name is None:
@@ -44,10 +44,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 #: Subcommands whose module parses its own arguments: name -> (module, function, help).
 _PASSTHROUGH = {
-    "derive": ("derivations", "cli", "run the sympy derivations and print them"),
+    "derive": ("dropcheck.derivations", "cli", "run the sympy derivations and print them"),
     "check": ("dropcheck.checks._cli", "cli", "check a dropout layer MODULE:FUNCTION"),
     "lstm-eval": ("dropcheck.lstm_eval", "cli", "regularizers of an LSTM LM over a corpus"),
-    "bench": ("benchmarks.run", "main", "benchmarks against baselines, as ratios"),
+    "bench": ("dropcheck.benchmarks.run", "main", "benchmarks against baselines, as ratios"),
 }
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import dropcheck as dc
-from benchmarks import _baselines as B
-from benchmarks._harness import Row, compare, peak_bytes
-from benchmarks.run import _markdown, _targets, main
+from dropcheck.benchmarks import _baselines as B
+from dropcheck.benchmarks._harness import Row, compare, peak_bytes
+from dropcheck.benchmarks.run import _markdown, _targets, main
 from dropcheck.testing import assert_close
 
 

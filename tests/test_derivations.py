@@ -9,8 +9,8 @@ import itertools
 import numpy as np
 import pytest
 
-import derivations
-from derivations import MODULES, Derivation, all_derivations, cli, get, render
+import dropcheck.derivations as derivations
+from dropcheck.derivations import MODULES, Derivation, all_derivations, cli, get, render
 
 # Exact enumeration in float64: sums of at most 2^5 products of O(1..10^4) terms, so rounding is
 # ~1e2·eps relative ≈ 2e-14; 1e-12 catches any formula slip and allows another summation order.

@@ -16,8 +16,8 @@ import pytest
 
 import dropcheck as dc
 import dropcheck.implicit as im
-from verification import experiments as X
-from verification._registry import Context
+from dropcheck.verification import experiments as X
+from dropcheck.verification._registry import Context
 
 # A tiny setting: 2 replicates, a few steps; everything else as the quick configuration.
 TINY = replace(X._QUICK, d0=3, width=4, classes=3, n_train=12, n_test=40, batch=5, steps=7,
@@ -206,7 +206,7 @@ def test_quick_measurements_are_deterministic(quick_results):
 
 
 def test_claims_are_registered_as_empirical():
-    from verification._registry import all_claims, all_plots
+    from dropcheck.verification._registry import all_claims, all_plots
 
     claims = {c.id: c for c in all_claims()}
     for cid in ("X1", "X2", "X3", "X4"):

@@ -63,7 +63,7 @@ def test_importing_dropcheck_does_not_import_matplotlib():
 
 
 def test_registered_explicit_plots_write_png(tmp_path):
-    from verification import Context, all_plots
+    from dropcheck.verification import Context, all_plots
 
     registered = all_plots()
     for name in ("explicit_vs_width", "explicit_confidence"):  # the quick, cheap ones

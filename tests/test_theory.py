@@ -395,8 +395,8 @@ def test_experiment_rejects_bad_sweeps():
 
 
 def test_claim_t1_quick_runs():
-    from verification._registry import Context
-    from verification.theory import measure
+    from dropcheck.verification._registry import Context
+    from dropcheck.verification.theory import measure
 
     m = measure(Context(quick=True))
     assert m.passed is True, m.figure

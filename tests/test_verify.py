@@ -3,7 +3,7 @@
 import json
 
 from dropcheck.cli import main
-from verification import all_claims, run
+from dropcheck.verification import all_claims, run
 
 CORE_IDS = ["N1", "N2", "D1", "D2", "D3", "L1"]
 
@@ -29,8 +29,8 @@ def test_verify_quick_core_claims_pass(tmp_path, capsys):
 
 
 def test_identity_failure_gives_nonzero_status(monkeypatch, capsys):
-    from verification import _registry
-    from verification._registry import Measurement
+    from dropcheck.verification import _registry
+    from dropcheck.verification._registry import Measurement
 
     claim = _registry._CLAIMS["N1"]
     monkeypatch.setitem(_registry._CLAIMS, "N1", claim.__class__(
@@ -53,7 +53,7 @@ def test_cli_dispatches_derive_and_check(capsys):
 
 
 def test_measurement_that_raises_is_an_error_row(monkeypatch, capsys):
-    from verification import _registry
+    from dropcheck.verification import _registry
 
     claim = _registry._CLAIMS["E1"]
 

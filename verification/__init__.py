@@ -3,7 +3,7 @@
 ``run`` measures the registered claims and prints the table that ``dropcheck verify`` shows.
 """
 
-from verification._registry import (
+from dropcheck.verification._registry import (
     Claim,
     Context,
     Measurement,
@@ -12,6 +12,6 @@ from verification._registry import (
     claim,
     plot,
 )
-from verification._runner import run
+from dropcheck.verification._runner import run
 
 __all__ = ["Claim", "Context", "Measurement", "all_claims", "all_plots", "claim", "plot", "run"]

@@ -128,12 +128,12 @@ IMPORT_ERRORS: dict[str, str] = {}
 
 
 def _discover() -> None:
-    import verification
+    import dropcheck.verification as verification
 
     for info in pkgutil.iter_modules(verification.__path__):
         if not info.name.startswith("_"):
             try:
-                importlib.import_module(f"verification.{info.name}")
+                importlib.import_module(f"dropcheck.verification.{info.name}")
             except Exception as exc:  # reported as a failed suite by the runner
                 IMPORT_ERRORS[info.name] = f"{type(exc).__name__}: {exc}"
 

@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from verification._registry import IMPORT_ERRORS, Context, Measurement, all_claims
+from dropcheck.verification._registry import IMPORT_ERRORS, Context, Measurement, all_claims
 
 
 def _verdict(kind: str, m: Measurement) -> str:

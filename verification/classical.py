@@ -15,8 +15,8 @@ from scipy.special import polygamma
 
 import dropcheck as dc
 from dropcheck import classical, plots
-from verification._common import fmt
-from verification._registry import Context, Measurement, claim, plot
+from dropcheck.verification._common import fmt
+from dropcheck.verification._registry import Context, Measurement, claim, plot
 
 # ----------------------------------------------------------------------------- L1
 

@@ -54,7 +54,7 @@ import numpy as np
 import dropcheck as dc
 import dropcheck.implicit as im
 from dropcheck import plots
-from verification._registry import Context, Measurement, claim, plot
+from dropcheck.verification._registry import Context, Measurement, claim, plot
 
 # ----- configuration -----
 

@@ -39,9 +39,9 @@ import dropcheck as dc
 import dropcheck.covariance as cv
 import dropcheck.implicit as im
 from dropcheck import plots
-from verification._common import fmt
-from verification._registry import Context, Measurement, claim, plot
-from verification.dropout_k import sampled_max_z
+from dropcheck.verification._common import fmt
+from dropcheck.verification._registry import Context, Measurement, claim, plot
+from dropcheck.verification.dropout_k import sampled_max_z
 
 #: Top-r eigenspaces compared by the alignment metric (fewer when the sites have fewer units).
 _R = 3

@@ -41,8 +41,8 @@ import dropcheck.implicit as im
 from dropcheck import lstm_eval as le
 from dropcheck.data import markov_corpus
 from dropcheck.models.lstm import LSTM
-from verification._common import fmt
-from verification._registry import Context, Measurement, claim
+from dropcheck.verification._common import fmt
+from dropcheck.verification._registry import Context, Measurement, claim
 
 _Q = {"emb": 0.4, "h1": 0.25, "out": 0.4}
 _TOL = 0.25
