@@ -16,10 +16,10 @@ import time
 from typing import Any
 
 import numpy as np
-
-import dropcheck as dc
 from dropcheck.benchmarks._baselines import naive_expected_gradient, naive_expected_loss
 from dropcheck.benchmarks._harness import Row, compare, peak_bytes
+
+import dropcheck as dc
 
 BASELINE_CHUNK = 2**14
 

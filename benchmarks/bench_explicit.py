@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-import dropcheck as dc
 from dropcheck.benchmarks import _baselines as B
 from dropcheck.benchmarks._harness import Row, compare
+
+import dropcheck as dc
 
 
 def available() -> str | None:

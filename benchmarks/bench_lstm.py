@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
 from dropcheck.benchmarks._harness import compare, peak_bytes
+
 from dropcheck import lstm_eval as le
 from dropcheck.models.lstm import LSTM
 

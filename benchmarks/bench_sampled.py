@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-import dropcheck as dc
 from dropcheck.benchmarks import _baselines as B
 from dropcheck.benchmarks._harness import Row, compare, profile_top
+
+import dropcheck as dc
 
 
 def available() -> str | None:

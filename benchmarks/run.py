@@ -3,8 +3,8 @@
     dropcheck bench [--quick] [--json PATH] [--markdown PATH] [--only NAMES]
                     [--repeats N] [--blas-threads N]
 
-(also ``python -m dropcheck.benchmarks …``).  Each benchmark times dropcheck and its baseline in the same
-process, alternating, and reports medians and their ratio; see ``docs/benchmarks.md``.
+(also ``python -m dropcheck.benchmarks …``).  Each benchmark times dropcheck and its baseline in
+the same process, alternating, and reports medians and their ratio; see ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations

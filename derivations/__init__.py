@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import sympy as sp
-from sympy.matrices import MatrixBase
-
 from dropcheck.derivations._core import Derivation
+from sympy.matrices import MatrixBase
 
 __all__ = ["MODULES", "Derivation", "all_derivations", "cli", "get", "render"]
 

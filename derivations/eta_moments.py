@@ -15,7 +15,6 @@ from __future__ import annotations
 from functools import cache
 
 import sympy as sp
-
 from dropcheck.derivations._core import Derivation, eta_law, moment, q
 
 

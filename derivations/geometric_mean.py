@@ -25,7 +25,6 @@ import itertools
 from functools import cache
 
 import sympy as sp
-
 from dropcheck.derivations._core import Derivation, p_keep, softmax, symbols_matrix, symbols_vector
 
 D = 3

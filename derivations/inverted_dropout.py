@@ -14,7 +14,6 @@ from __future__ import annotations
 from functools import cache
 
 import sympy as sp
-
 from dropcheck.derivations._core import Derivation, bernoulli_law, eta_law, q
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from functools import cache
 
 import sympy as sp
-
 from dropcheck.derivations._core import Derivation, bernoulli_law, expect_iid, q, symbols_vector
 
 D = 3

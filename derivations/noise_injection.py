@@ -18,7 +18,6 @@ from __future__ import annotations
 from functools import cache
 
 import sympy as sp
-
 from dropcheck.derivations._core import Derivation, expect_draws
 from dropcheck.derivations.difference_noise import covariance, generic_law
 

@@ -17,8 +17,13 @@ from __future__ import annotations
 from functools import cache
 
 import sympy as sp
-
-from dropcheck.derivations._core import Derivation, bernoulli_law, expect_iid, p_keep, symbols_vector
+from dropcheck.derivations._core import (
+    Derivation,
+    bernoulli_law,
+    expect_iid,
+    p_keep,
+    symbols_vector,
+)
 
 D = 3
 

@@ -20,8 +20,14 @@ from __future__ import annotations
 from functools import cache
 
 import sympy as sp
-
-from dropcheck.derivations._core import Derivation, eta_law, expect_by_moments, moment, q, symbols_vector
+from dropcheck.derivations._core import (
+    Derivation,
+    eta_law,
+    expect_by_moments,
+    moment,
+    q,
+    symbols_vector,
+)
 
 D = 3
 

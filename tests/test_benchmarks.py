@@ -10,11 +10,11 @@ import json
 
 import numpy as np
 import pytest
-
-import dropcheck as dc
 from dropcheck.benchmarks import _baselines as B
 from dropcheck.benchmarks._harness import Row, compare, peak_bytes
 from dropcheck.benchmarks.run import _markdown, _targets, main
+
+import dropcheck as dc
 from dropcheck.testing import assert_close
 
 

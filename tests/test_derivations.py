@@ -6,10 +6,9 @@ log-softmax) on random inputs from a seeded Generator.
 
 import itertools
 
+import dropcheck.derivations as derivations
 import numpy as np
 import pytest
-
-import dropcheck.derivations as derivations
 from dropcheck.derivations import MODULES, Derivation, all_derivations, cli, get, render
 
 # Exact enumeration in float64: sums of at most 2^5 products of O(1..10^4) terms, so rounding is

@@ -13,11 +13,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from dropcheck.verification import experiments as X
+from dropcheck.verification._registry import Context
 
 import dropcheck as dc
 import dropcheck.implicit as im
-from dropcheck.verification import experiments as X
-from dropcheck.verification._registry import Context
 
 # A tiny setting: 2 replicates, a few steps; everything else as the quick configuration.
 TINY = replace(X._QUICK, d0=3, width=4, classes=3, n_train=12, n_test=40, batch=5, steps=7,

@@ -2,8 +2,9 @@
 
 import json
 
-from dropcheck.cli import main
 from dropcheck.verification import all_claims, run
+
+from dropcheck.cli import main
 
 CORE_IDS = ["N1", "N2", "D1", "D2", "D3", "L1"]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dropcheck.verification._common import fmt
+from dropcheck.verification._registry import Context, Measurement, claim, plot
 from scipy.special import polygamma
 
 import dropcheck as dc
 from dropcheck import classical, plots
-from dropcheck.verification._common import fmt
-from dropcheck.verification._registry import Context, Measurement, claim, plot
 
 # ----------------------------------------------------------------------------- L1
 

@@ -16,13 +16,13 @@ import math
 from typing import Any
 
 import numpy as np
+from dropcheck.verification._common import fmt, random_inputs, random_mlp, rel_err
+from dropcheck.verification._registry import Context, Measurement, claim
 
 import dropcheck as dc
 import dropcheck.covariance as cv
 import dropcheck.implicit as im
 from dropcheck.exact import loss_gradients, replicated_expectation
-from dropcheck.verification._common import fmt, random_inputs, random_mlp, rel_err
-from dropcheck.verification._registry import Context, Measurement, claim
 
 # Joint enumerations sum ≤ 2^12 float64 terms of O(1); the covariance subtracts a shifted mean.
 # Rounding stays below ~1e-13 relative; 1e-10 leaves room for conditioning of the subtraction.

@@ -50,11 +50,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from dropcheck.verification._registry import Context, Measurement, claim, plot
 
 import dropcheck as dc
 import dropcheck.implicit as im
 from dropcheck import plots
-from dropcheck.verification._registry import Context, Measurement, claim, plot
 
 # ----- configuration -----
 

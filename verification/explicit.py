@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dropcheck.verification._common import fmt
+from dropcheck.verification._registry import Context, Measurement, claim, plot
 
 import dropcheck as dc
 from dropcheck import explicit as ex
@@ -30,8 +32,6 @@ from dropcheck import plots
 from dropcheck.losses import softmax
 from dropcheck.noise import enumerate_masks
 from dropcheck.testing import numeric_hessian
-from dropcheck.verification._common import fmt
-from dropcheck.verification._registry import Context, Measurement, claim, plot
 
 # Identities: ``taylor``, ``r_approx`` and the enumerated sums evaluate the same float64
 # quantities along different sweep orders (≤ 2^12 terms of O(1) for the enumerations); rounding

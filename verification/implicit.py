@@ -34,14 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dropcheck.verification._common import fmt
+from dropcheck.verification._registry import Context, Measurement, claim, plot
+from dropcheck.verification.dropout_k import sampled_max_z
 
 import dropcheck as dc
 import dropcheck.covariance as cv
 import dropcheck.implicit as im
 from dropcheck import plots
-from dropcheck.verification._common import fmt
-from dropcheck.verification._registry import Context, Measurement, claim, plot
-from dropcheck.verification.dropout_k import sampled_max_z
 
 #: Top-r eigenspaces compared by the alignment metric (fewer when the sites have fewer units).
 _R = 3

@@ -35,14 +35,14 @@ import math
 from typing import Any
 
 import numpy as np
+from dropcheck.verification._common import fmt
+from dropcheck.verification._registry import Context, Measurement, claim
 
 import dropcheck.covariance as cv
 import dropcheck.implicit as im
 from dropcheck import lstm_eval as le
 from dropcheck.data import markov_corpus
 from dropcheck.models.lstm import LSTM
-from dropcheck.verification._common import fmt
-from dropcheck.verification._registry import Context, Measurement, claim
 
 _Q = {"emb": 0.4, "h1": 0.25, "out": 0.4}
 _TOL = 0.25

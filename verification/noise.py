@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-
-from dropcheck.noise import enumerate_masks, eta_moments, sample_rademacher
 from dropcheck.verification._common import fmt, rel_err
 from dropcheck.verification._registry import Context, Measurement, claim
+
+from dropcheck.noise import enumerate_masks, eta_moments, sample_rademacher
 
 # Sums of at most 2^8 float64 terms of size O(1): rounding error ≤ 2^8·2^-53 ≈ 3e-14.
 _TOL = 1e-12

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dropcheck.verification._registry import Context, Measurement, claim, plot
 
 from dropcheck.theory import T1Result, t1_experiment
-from dropcheck.verification._registry import Context, Measurement, claim, plot
 
 # Quick: ~1 s on two cores.  Full: ~20 s.  Sizes are chosen so that the mean gap stays
 # resolvable (several standard errors above 0) over most of the sweep: at d = 20 it falls
