@@ -2,28 +2,64 @@
 
 Wei, Kakade & Ma, "The Implicit and Explicit Regularization Effects of Dropout", ICML 2020,
 and classical dropout theory, checked against exact enumeration, autograd and sympy.
+
+``import dropcheck`` is light: it loads the models, losses and noise (numpy, autograd,
+array-api-compat) and nothing else.  The submodules listed in :data:`__all__` are imported on
+first attribute access (PEP 562 module ``__getattr__``), so ``dc.checks`` pulls in scipy.stats
+and ``dc.strategies`` pulls in hypothesis only when used; matplotlib (``dropcheck.plots``) and
+sympy (``dropcheck.derivations``) likewise.  ``tests/test_import.py`` checks this.
 """
 
-from dropcheck import (
-    backend,
-    checks,
-    classical,
-    covariance,
-    exact,
-    explicit,
-    implicit,
-    losses,
-    montecarlo,
-    noise,
-    strategies,
-    testing,
-    theory,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from dropcheck.losses import CrossEntropy, Squared
 from dropcheck.models import LSTM, MLP, Functional, Linear, Model, Site
 from dropcheck.noise import TooManyMasksError
 
+if TYPE_CHECKING:  # static checkers and IDEs see the submodules as attributes
+    from dropcheck import (
+        backend,
+        checks,
+        classical,
+        covariance,
+        exact,
+        explicit,
+        implicit,
+        losses,
+        montecarlo,
+        noise,
+        plots,
+        strategies,
+        testing,
+        theory,
+    )
+
 __version__ = "0.1.0"
+
+#: Submodules imported on first access as ``dropcheck.<name>`` (heavy dependencies stay out
+#: of ``import dropcheck``: scipy.stats via ``checks``/``testing``, hypothesis via
+#: ``strategies``, matplotlib via ``plots``).
+_LAZY_SUBMODULES = frozenset(
+    {
+        "backend",
+        "checks",
+        "classical",
+        "covariance",
+        "exact",
+        "explicit",
+        "implicit",
+        "losses",
+        "montecarlo",
+        "noise",
+        "plots",
+        "strategies",
+        "testing",
+        "theory",
+    }
+)
 
 __all__ = [
     # models
@@ -45,11 +81,26 @@ __all__ = [
     "explicit",
     "implicit",
     "losses",
+    "models",
     "montecarlo",
     "noise",
+    "plots",
     "strategies",
     "testing",
     "theory",
     # errors
     "TooManyMasksError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule ``dropcheck.<name>`` on first access (PEP 562)."""
+    if name in _LAZY_SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module  # later accesses skip this hook
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
