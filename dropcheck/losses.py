@@ -5,8 +5,13 @@ broadcast against the leading axes: integer labels ``(n,)`` for cross-entropy, r
 ``(n, c)`` for the squared loss.  Per-example values come back with shape ``(...)``.
 
 - Cross-entropy ``ℓ_y(F) = −log softmax(F)_y`` (log-sum-exp with a max shift: stable for logits
-  up to ±1e4 and beyond); ``∇ = p − e_y``; ``H_out = diag(p) − p pᵀ`` (paper-notes, Notation).
-- Squared ``ℓ = ½‖F − y‖²``; ``∇ = F − y``; ``H_out = I``.
+  up to ±1e4 and beyond); ``∇ = p − e_y``; ``H_out = diag(p) − p pᵀ`` (paper-notes, Notation);
+  ``tr H_out = Σ_k p_k (1 − p_k) = 1 − ‖p‖²`` (ν of Theorem 4.1).
+- Squared ``ℓ = ½‖F − y‖²``; ``∇ = F − y``; ``H_out = I``; ``tr H_out = c``.
+
+Every derivative of a loss lives here, once: :mod:`dropcheck.theory` (``μ = E‖∇ℓ‖``,
+``ν = E tr H_out``, the softmax fit) and the estimators call these methods rather than
+re-deriving them.
 """
 
 from __future__ import annotations
@@ -50,6 +55,26 @@ class Loss:
 
     def hessian(self, f: Any, y: Any) -> Any:
         """``H_out = D²_F ℓ``, shape ``f.shape + (c,)``."""
+        raise NotImplementedError
+
+    def value_and_grad(self, f: Any, y: Any) -> tuple[Any, Any]:
+        """``(ℓ, ∇_F ℓ)``: :meth:`value` ``f.shape[:-1]`` and :meth:`grad` ``f.shape``.
+
+        The pair an optimizer asks for (``scipy.optimize.minimize(..., jac=True)``).
+        """
+        return self.value(f, y), self.grad(f, y)
+
+    def grad_norm(self, f: Any, y: Any) -> Any:
+        """``‖∇_F ℓ‖₂`` per logit vector, shape ``f.shape[:-1]`` (μ of Theorem 4.1 averages it).
+
+        The Euclidean norm of :meth:`grad` over the last axis, so it inherits its accuracy.
+        """
+        xp = namespace(f)
+        g = self.grad(f, y)
+        return xp.sqrt(xp.sum(g * g, axis=-1))
+
+    def hessian_trace(self, f: Any, y: Any) -> Any:
+        """``tr H_out = tr D²_F ℓ`` per logit vector, shape ``f.shape[:-1]``."""
         raise NotImplementedError
 
     def hvp(self, f: Any, y: Any, v: Any) -> Any:
@@ -115,6 +140,25 @@ class CrossEntropy(Loss):
         p = softmax(f, xp)
         return p * v - p * xp.sum(p * v, axis=-1, keepdims=True)
 
+    def hessian_trace(self, f: Any, y: Any) -> Any:
+        """``tr(diag(p) − p pᵀ) = Σ_k p_k (1 − p_k) = 1 − ‖p‖²``, a sum of non-negative terms.
+
+        ``1 − p_k`` is formed without cancellation: with ``e = exp(F − max F)`` (its largest
+        entry is 1) and ``S = Σ e = 1 + S_rest`` (``S_rest`` sums ``e`` over the classes other
+        than the arg-max), ``1 − p_k = Σ_{j≠k} e_j / S`` is ``S_rest / S`` for the arg-max class
+        and ``(S − e_k) / S ≥ 1/S`` for the others.  So a confident prediction (``p_max → 1``)
+        keeps full relative accuracy (``1 − ‖p‖²`` written out would round to 0), and
+        one-hot predictions give exactly 0.
+        """
+        xp = namespace(f)
+        c = f.shape[-1]
+        e = xp.exp(f - xp.max(f, axis=-1, keepdims=True))
+        top = self._onehot(xp.argmax(f, axis=-1), c, xp, f.dtype) == 1.0
+        s_rest = xp.sum(xp.where(top, xp.zeros_like(e), e), axis=-1, keepdims=True)
+        s = 1.0 + s_rest
+        one_minus_p = xp.where(top, xp.broadcast_to(s_rest, e.shape), s - e) / s
+        return xp.sum((e / s) * one_minus_p, axis=-1)
+
     def hessian_factor(self, f: Any, y: Any) -> Any:
         """``A = diag(√p)(I − √p √pᵀ)``: ``A Aᵀ = diag(p) − p pᵀ`` (a projection in between)."""
         xp = namespace(f)
@@ -164,6 +208,11 @@ class Squared(Loss):
 
     def hvp(self, f: Any, y: Any, v: Any) -> Any:  # noqa: D102
         return v + 0.0 * f
+
+    def hessian_trace(self, f: Any, y: Any) -> Any:
+        """``tr I = c`` for every logit vector."""
+        xp = namespace(f)
+        return xp.sum(xp.ones_like(f), axis=-1)  # exact for any c, in f's dtype and device
 
     def hessian_factor(self, f: Any, y: Any) -> Any:  # noqa: D102
         return self.hessian(f, y)

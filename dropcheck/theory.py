@@ -43,6 +43,7 @@ import numpy as np
 import scipy.optimize
 
 from dropcheck.backend import namespace
+from dropcheck.losses import CrossEntropy
 
 __all__ = ["Theorem41", "theorem41", "norm21", "T1Result", "t1_experiment"]
 
@@ -50,6 +51,8 @@ __all__ = ["Theorem41", "theorem41", "norm21", "T1Result", "t1_experiment"]
 # of squares, so rounding gives a relative error of a few eps per summand; 1e-6 (float64) and
 # 1e-3 (float32) are far above that and far below any deliberate violation.
 _A_RTOL_F64, _A_RTOL_F32 = 1e-6, 1e-3
+#: the loss of Theorem 4.1; its value and derivatives come from dropcheck.losses (one path)
+_CE = CrossEntropy()
 
 
 # ----------------------------------------------------------------------------- core (any xp)
@@ -73,40 +76,6 @@ def norm21(M: Any) -> float:
     if M.ndim != 2:
         raise ValueError(f"M must be a 2-D array, got shape {tuple(M.shape)}")
     return float(xp.sum(xp.sqrt(xp.sum(M * M, axis=0))))
-
-
-def _ce_parts(z: Any, y: Any, xp: Any) -> tuple[Any, Any, Any]:
-    """Cross-entropy, ``‖∇ℓ‖₂`` and ``tr ∇²ℓ`` per example, accurate to the last digits.
-
-    ``z`` are logits of shape ``(n, c)``, ``y`` integer labels ``(n,)``.  With ``e = exp(z −
-    max z)`` (its largest entry is 1), ``S = 1 + S_rest`` where ``S_rest`` sums ``e`` over the
-    classes other than the arg-max, so
-
-    - ``ℓ = log1p(S_rest) + (max z − z_y)`` (no ``log(1 + tiny)`` rounding, no overflow);
-    - ``1 − p_k = Σ_{j≠k} e_j / S``: ``S_rest / S`` for the arg-max class (no cancellation when
-      ``p_k → 1``), ``(S − e_k) / S ≥ 1/S`` for the others;
-    - ``∇_z ℓ = p − e_y``, whose ``y`` entry is ``−(1 − p_y)``;
-    - ``tr(diag(p) − p pᵀ) = Σ_k p_k (1 − p_k)`` (a sum of non-negative terms).
-
-    Returns the per-example loss, gradient norm and Hessian trace, each of shape ``(n,)``.
-    """
-    n, c = z.shape
-    classes = xp.reshape(xp.arange(c), (1, c))
-    zmax = xp.max(z, axis=1, keepdims=True)
-    e = xp.exp(z - zmax)
-    top = classes == xp.reshape(xp.argmax(z, axis=1), (n, 1))
-    zero = xp.zeros_like(e)
-    s_rest = xp.sum(xp.where(top, zero, e), axis=1, keepdims=True)
-    s = 1.0 + s_rest
-    p = e / s
-    one_minus_p = xp.where(top, xp.broadcast_to(s_rest, e.shape), s - e) / s
-    is_y = classes == xp.reshape(y, (n, 1))
-    z_y = xp.sum(xp.where(is_y, z, zero), axis=1)
-    loss = xp.log1p(s_rest[:, 0]) + (zmax[:, 0] - z_y)
-    g = xp.where(is_y, -one_minus_p, p)
-    grad_norm = xp.sqrt(xp.sum(g * g, axis=1))
-    hess_trace = xp.sum(p * one_minus_p, axis=1)
-    return loss, grad_norm, hess_trace
 
 
 def _real(v: Any, name: str) -> float:
@@ -282,7 +251,9 @@ def theorem41(W: Any, X: Any, Y: Any, B: float, delta: float, A: float | None = 
             )
 
     z = X @ W.T
-    loss, grad_norm, hess_trace = _ce_parts(z, Y, xp)
+    # ℓ, ‖∇ℓ‖₂ = ‖p − e_y‖₂ and tr ∇²ℓ = 1 − ‖p‖² per example, each accurate to the last digits
+    # for confident predictions (see CrossEntropy.value, .grad, .hessian_trace)
+    loss, grad_norm, hess_trace = _CE.value(z, Y), _CE.grad_norm(z, Y), _CE.hessian_trace(z, Y)
     cap = xp.asarray(B, dtype=loss.dtype, device=array_api_compat.device(loss))
     truncated = xp.minimum(loss, cap)
     mu = float(xp.mean(grad_norm))
@@ -369,20 +340,18 @@ def _population_loss(
 
 
 def _fit_softmax(X: np.ndarray, Y: np.ndarray, c: int, ridge: float) -> np.ndarray:
-    """Minimize ``(1/n) Σ ℓ^ce_y(W x_i) + (ridge/2) ‖W‖_F²`` over ``W`` (c, d) with L-BFGS."""
+    """Minimize ``(1/n) Σ ℓ^ce_y(W x_i) + (ridge/2) ‖W‖_F²`` over ``W`` (c, d) with L-BFGS.
+
+    The gradient is ``(1/n) Σ_i (p_i − e_{y_i}) x_iᵀ + ridge·W``: the chain rule through
+    ``z = W x`` applied to :meth:`CrossEntropy.value_and_grad` of the logits.
+    """
     n, d = X.shape
-    onehot = np.zeros((n, c))
-    onehot[np.arange(n), Y] = 1.0
 
     def fun(w: np.ndarray) -> tuple[float, np.ndarray]:
         W = w.reshape(c, d)
-        z = X @ W.T
-        zmax = z.max(axis=1, keepdims=True)
-        e = np.exp(z - zmax)
-        s = e.sum(axis=1, keepdims=True)
-        loss = np.mean(np.log(s[:, 0]) + zmax[:, 0] - z[np.arange(n), Y])
-        grad = (e / s - onehot).T @ X / n + ridge * W
-        return loss + 0.5 * ridge * float(w @ w), grad.ravel()
+        value, g = _CE.value_and_grad(X @ W.T, Y)
+        grad = g.T @ X / n + ridge * W
+        return float(np.mean(value)) + 0.5 * ridge * float(w @ w), grad.ravel()
 
     res = scipy.optimize.minimize(
         fun, np.zeros(c * d), jac=True, method="L-BFGS-B", options={"maxiter": 2000, "gtol": 1e-9}
