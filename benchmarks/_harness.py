@@ -59,6 +59,60 @@ def compare(
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def count_log_elements(fn: Callable[[], Any]) -> int:
+    """How many logarithms (array elements through ``log`` or ``log1p``) one ``fn()`` computes.
+
+    ``numpy.log``/``log1p`` and the array-API namespace's (``array_api_compat.numpy``, what
+    ``dropcheck.backend.namespace`` hands numpy inputs) are replaced for the call by wrappers
+    that add up the sizes of their inputs: the count of the work the code actually did, taken
+    through the public call, whatever the engine's internals.  Scalar ``math.log`` is not
+    counted (it is not per mask).
+    """
+    import array_api_compat.numpy as xnp
+
+    count = 0
+
+    def counting(orig: Any) -> Callable[..., Any]:
+        def counted(a: Any, *args: Any, **kwargs: Any) -> Any:
+            nonlocal count
+            count += int(np.size(a))
+            return orig(a, *args, **kwargs)
+
+        return counted
+
+    saved = [(mod, name, getattr(mod, name)) for mod in (np, xnp) for name in ("log", "log1p")]
+    for mod, name, orig in saved:
+        setattr(mod, name, counting(orig))
+    try:
+        fn()
+    finally:
+        for mod, name, orig in saved:
+            setattr(mod, name, orig)
+    return count
+
+
+def log_yardstick(n_logs: int, chunk: int = 2**13) -> Callable[[], None]:
+    """A callable doing ``n_logs`` float64 ``np.log`` evaluations in cache, into ``out=``.
+
+    The same ``chunk``-element input (values in [0.5, 1.5), normal numbers: no slow path) is
+    logged into one preallocated buffer ``n_logs // chunk`` times plus the remainder: 2 × 64
+    KiB stays in L2, so the time is the log's own throughput (numpy's SIMD kernel where the
+    CPU has one), not allocation or page faults.
+    """
+    chunk = max(1, min(chunk, n_logs))
+    src = np.random.default_rng(0).random(chunk) + 0.5
+    buf = np.empty(chunk)
+    full, rest = divmod(n_logs, chunk)
+
+    def run() -> None:
+        for _ in range(full):
+            np.log(src, out=buf)
+        if rest:
+            np.log(src[:rest], out=buf[:rest])
+
+    return run
+
+
 def peak_bytes(fn: Callable[[], Any]) -> int:
     """Peak traced allocation (numpy and torch-on-CPU buffers report to tracemalloc) of ``fn``."""
     tracemalloc.start()
@@ -143,7 +197,8 @@ def machine(threads: int | None) -> dict[str, Any]:
                     cpu = ln.split(":", 1)[1].strip()
                 if ln.startswith("flags") and not flags:
                     have = set(ln.split(":", 1)[1].split())
-                    flags = [f for f in ("avx", "avx2", "fma", "avx512f") if f in have]
+                    flags = [f for f in ("avx", "avx2", "fma", "avx512f", "avx512dq",
+                                         "avx512vl") if f in have]
     except OSError:
         pass
     try:
@@ -151,15 +206,22 @@ def machine(threads: int | None) -> dict[str, Any]:
     except AttributeError:  # pragma: no cover - not Linux
         cores_avail = os.cpu_count() or 1
     blas = "unknown"
+    numpy_simd = "unknown"
     try:
         cfg = np.show_config(mode="dicts")
         b = cfg.get("Build Dependencies", {}).get("blas", {})
         blas = f"{b.get('name', '?')} {b.get('version', '')}".strip()
+        simd = cfg.get("SIMD Extensions", {})
+        numpy_simd = (f"baseline {' '.join(simd.get('baseline', []))}; "
+                      f"dispatched {' '.join(simd.get('found', []))}")
     except Exception:  # noqa: BLE001 - show_config's schema is numpy-version dependent
         pass
     info: dict[str, Any] = {
         "cpu": cpu,
         "simd": " ".join(flags),
+        # which kernels numpy picks at run time (np.log's float64 loop is vectorised only
+        # with AVX512F: on an AVX2-only machine it is scalar libm)
+        "numpy_simd": numpy_simd,
         "cores": os.cpu_count(),
         "cores_available": cores_avail,
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
