@@ -7,20 +7,24 @@ validate the engine and the hand-derived derivatives.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dropcheck._tolerances import default_rtol
 from dropcheck.backend import namespace, to_numpy
-from dropcheck.checks import (
-    DropcheckError,
-    assert_dropout_correct,
-    assert_gradient_noise_matches,
-    assert_regularizer_matches,
-)
+
+if TYPE_CHECKING:
+    from dropcheck.checks import (
+        DropcheckError,
+        assert_dropout_correct,
+        assert_gradient_noise_matches,
+        assert_regularizer_matches,
+    )
 
 __all__ = [
     "DropcheckError",
@@ -92,9 +96,18 @@ def numeric_hessian(f: Callable[[np.ndarray], Any], x: Any, eps: float = 1e-4) -
     return numeric_jacobian(lambda z: numeric_jacobian(f, z, eps), x, eps)
 
 
-def default_rtol(dtype: Any) -> float:
-    """``4·sqrt(eps)`` of ``dtype``: room for a few roundings in a conditioned computation."""
-    return 4 * math.sqrt(float(np.finfo(np.dtype(str(dtype).split(".")[-1])).eps))
+#: the checkers wrapped as assertions: imported from dropcheck.checks on first access (PEP 562),
+#: so ``import dropcheck.testing`` stays free of scipy.stats; checks never import this module
+_FROM_CHECKS = frozenset({"DropcheckError", "assert_dropout_correct",
+                          "assert_gradient_noise_matches", "assert_regularizer_matches"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_CHECKS:
+        value = getattr(importlib.import_module("dropcheck.checks"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def assert_close(

@@ -96,14 +96,50 @@ def test_taylor_form_and_gauss_newton_bug():
     assert "Gauss–Newton part only" in report.diagnosis, str(report)
 
 
-def test_gauss_newton_units_sum_to_r_approx():
-    """The per-unit terms behind the "h not squared" alternative are those of R_approx."""
+def _units_by_differences(net, x, y, site):
+    """``(J e_k)ᵀ H_out (J e_k)`` per example and unit ``(n, d)``, unweighted by ``h²``: the
+    logit Jacobian by central differences of the site's value (a hook on the forward pass, no
+    tangent code), ``H_out = diag(p) − p pᵀ`` written out."""
+    n, d = x.shape[0], net.widths[site]
+    h = net.hidden(x)[site]
+    out = np.empty((n, d))
+    for i in range(n):
+        # the noise η = v/h − 1 puts the value v at the site (h ≠ 0 for softplus)
+        def logits(v, i=i):
+            return net.forward(x[i], {site: v / h[i] - 1.0})
+
+        J = dc.testing.numeric_jacobian(logits, h[i])  # (c, d)
+        z = logits(h[i])
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        H = np.diag(p) - np.outer(p, p)
+        out[i] = np.einsum("ck,cb,bk->k", J, H, J)
+    return out
+
+
+def test_per_unit_r_approx_terms_match_finite_differences_and_sum_to_r_approx():
+    """The per-unit terms behind the "h not squared" alternative are those of R_approx.
+
+    ``r_approx(per_unit=True)`` gives ``h_k² (J e_k)ᵀ H_out (J e_k)`` ``(n, d_i)``: against
+    central differences (eps 1e-6: truncation and rounding about 1e-10 relative on unit-scale
+    logits, hence rtol 1e-7), the same by both routes (float64 rounding, rtol 1e-12), and their
+    sum over units and sites is R_approx (rtol 1e-12).
+    """
     pb = adapters.random_problems(regularizer.DEFAULT_SIZES, ("softplus",), None, 3, 5, 1.0,
                                   seed=3)[1]
-    units = regularizer._gauss_newton_units(pb.net, pb.x, pb.y)
-    h = pb.net.hidden(pb.x)
-    total = sum(np.sum(h[s] ** 2 * units[s], axis=1) for s in pb.net.site_names)
-    dc.testing.assert_close(total, dc.explicit.r_approx(pb.net, pb.x, pb.y), rtol=1e-12)
+    net, x, y = pb.net, pb.x, pb.y
+    units = dc.explicit.r_approx(net, x, y, per_unit=True, route="jvp")
+    back = dc.explicit.r_approx(net, x, y, per_unit=True, route="vjp")
+    h = net.hidden(x)
+    for s in net.site_names:
+        assert units[s].shape == (pb.n, net.widths[s])
+        dc.testing.assert_close(back[s], units[s], rtol=1e-12)
+        want = h[s] ** 2 * _units_by_differences(net, x, y, s)
+        dc.testing.assert_close(units[s], want, rtol=1e-7, atol=1e-12 * np.abs(want).max())
+    total = sum(np.sum(units[s], axis=1) for s in net.site_names)
+    dc.testing.assert_close(total, dc.explicit.r_approx(net, x, y, route="vjp"), rtol=1e-12)
+    one = dc.explicit.r_approx(net, x[0], y[0], per_unit=True)
+    dc.testing.assert_close(one[net.site_names[0]], units[net.site_names[0]][0], rtol=1e-12)
 
 
 def test_assert_regularizer_matches_message():

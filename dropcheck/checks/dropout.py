@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from dropcheck._validate import check_choice, check_positive_int, check_q
-from dropcheck.checks import _plan, _stats
+from dropcheck.checks import _plan, _runner, _stats
+from dropcheck.checks._args import check_alpha, fn_name
 from dropcheck.checks._calls import (
     RATE_MODES,
     CallFailed,
@@ -43,15 +44,8 @@ from dropcheck.checks._calls import (
     infer_rate_mode,
 )
 from dropcheck.checks._diagnosis import diagnose_dropout
-from dropcheck.checks._report import (
-    ERROR,
-    FAIL,
-    PASS,
-    SKIP,
-    CheckReport,
-    CheckRow,
-    apply_holm,
-)
+from dropcheck.checks._report import ERROR, FAIL, PASS, SKIP, CheckReport, CheckRow, apply_holm
+from dropcheck.checks._runner import finish
 
 __all__ = ["DEFAULT_Q", "HIGH_Q", "DropoutReport", "check_dropout", "assert_dropout_correct"]
 
@@ -304,31 +298,19 @@ def _retest(rows: list[CheckRow], fn: Callable, plans: dict[float, _plan.GridPla
             setup: _Setup, alpha: float, seed: int) -> list[CheckRow]:
     """Re-test the grid points with a failed test on a fresh input with twice the calls.
 
-    A test fails only if it fails both times.  The re-tests are Holm-corrected among
-    themselves at ``alpha`` on independent data, so the false-alarm bound ``alpha`` holds.
+    A test fails only if it fails both times (:func:`~dropcheck.checks._runner.retest`, grouped
+    by ``q``; the re-tests' error rows are kept).
     """
-    failed_q = list(dict.fromkeys(r.q for r in rows if r.is_test and r.verdict == FAIL))
-    if not failed_q:
-        return rows
-    x = _probe(setup.shape, setup.dtype, np.random.default_rng([seed, 1]))
-    second: list[CheckRow] = []
-    for v in failed_q:
+    fresh: list[np.ndarray] = []  # the fresh probe, drawn once and only if a test failed
+
+    def rerun(v: float) -> list[CheckRow]:
+        if not fresh:
+            fresh.append(_probe(setup.shape, setup.dtype, np.random.default_rng([seed, 1])))
         plan = dataclasses.replace(plans[v], calls=2 * plans[v].calls)
-        second += _train_rows(fn, v, x, plan, setup, exact=False)
-    second = apply_holm(second, alpha)
-    again = {(r.name, r.q): r for r in second}
-    out = []
-    for r in rows:
-        r2 = again.get((r.name, r.q))
-        if r.is_test and r.verdict == FAIL and r2 is not None:
-            confirmed = r2.verdict == FAIL
-            calls = 2 * plans[r.q].calls
-            note = (f"{'confirmed' if confirmed else 'not confirmed'} on a re-test with {calls}"
-                    f" calls (first p = {r.p_value:.2g})")
-            r = dataclasses.replace(r2, verdict=FAIL if confirmed else PASS,
-                                    detail=f"{r2.detail}; {note}", info={**r2.info, "show": True})
-        out.append(r)
-    return out + [r for r in second if r.verdict == ERROR]
+        return _train_rows(fn, v, fresh[0], plan, setup, exact=False)
+
+    return _runner.retest(rows, lambda r: r.q, rerun, alpha,
+                  how=lambda r: f"{2 * plans[r.q].calls} calls", keep_errors=True)
 
 
 def _check_grid(q: Any, mode: str) -> tuple[float, ...]:
@@ -379,17 +361,6 @@ def _check_shared(shared_axes: Any, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def _check_alpha(alpha: Any) -> float:
-    """Validate the family-wise false-alarm probability: a float in (0, 1)."""
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"alpha must be a probability in (0, 1), got {alpha!r}") from None
-    if not 0.0 < a < 1.0:
-        raise ValueError(f"alpha must be a probability in (0, 1), got {alpha!r}")
-    return a
-
-
 def _check_dtype(dtype: Any) -> np.dtype:
     """Validate the probe dtype: a numpy floating dtype."""
     try:
@@ -399,11 +370,6 @@ def _check_dtype(dtype: Any) -> np.dtype:
     if dt is None or dt.kind != "f":
         raise ValueError(f"dtype must be a numpy floating dtype such as 'float32', got {dtype!r}")
     return dt
-
-
-def _name(fn: Any) -> str:
-    """A short name for a callable in the report title."""
-    return getattr(fn, "__name__", None) or type(fn).__name__
 
 
 def _sizes(plans: dict[float, _plan.GridPlan], shape: tuple[int, ...], zero: int | None,
@@ -490,7 +456,7 @@ def check_dropout(
     grid = _check_grid(q, mode)
     shape = _check_shape(shape)
     shared = _check_shared(shared_axes, len(shape))
-    alpha = _check_alpha(alpha)
+    alpha = check_alpha(alpha)
     dt = _check_dtype(dtype)
     seed = check_positive_int(seed, "seed", minimum=0)
     max_calls = check_positive_int(max_calls, "max_calls", minimum=_plan.MIN_CALLS)
@@ -543,21 +509,19 @@ def check_dropout(
                                                  ("dtype", str(dt) if dt != np.float64 else None),
                                                  ("train", None if train else False)) if v)
     report = DropoutReport(
-        title=f"check_dropout({_name(fn)})",
+        title=f"check_dropout({fn_name(fn)})",
         rows=tuple(rows),
         alpha=alpha,
         seed=seed,
         diagnosis=diagnose_dropout(rows, len(shape)),
         sample_sizes=tuple(sizes),
         notes=tuple(notes),
-        reproduce=f"check_dropout({_name(fn)}, q={grid if len(grid) > 1 else grid[0]!r}, "
+        reproduce=f"check_dropout({fn_name(fn)}, q={grid if len(grid) > 1 else grid[0]!r}, "
                   f"shape={shape}, seed={seed}, alpha={alpha:g}{extra}) "
                   f"(the layer's own random state is not reset by dropcheck)",
         q=grid, shape=shape, dtype=str(dt), plans=tuple(plans.values()),
     )
-    if raise_on_failure:
-        report.raise_if_failed()
-    return report
+    return finish(report, raise_on_failure)
 
 
 def assert_dropout_correct(fn: Callable[..., Any], q: float | Sequence[float] | None = None,

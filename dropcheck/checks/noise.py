@@ -68,11 +68,11 @@ from scipy import linalg, stats
 from dropcheck import exact, implicit
 from dropcheck._validate import check_choice, check_positive_int
 from dropcheck.backend import to_numpy
+from dropcheck.checks._args import build_problems, check_alpha, fn_name, q_grid
 from dropcheck.checks._calls import CallFailed
-from dropcheck.checks._report import ERROR, FAIL, PASS, SKIP, CheckReport, CheckRow, apply_holm
+from dropcheck.checks._report import ERROR, FAIL, PASS, SKIP, CheckReport, CheckRow
+from dropcheck.checks._runner import finish, run_grid
 from dropcheck.checks.adapters import Adapter, Problem, get_adapter
-from dropcheck.checks.dropout import _check_alpha, _name
-from dropcheck.checks.regularizer import _grid, build_problems, retest
 from dropcheck.models import MLP
 
 __all__ = [
@@ -576,34 +576,25 @@ def check_gradient_noise(
     samples = check_choice(samples, SAMPLES, "samples")
     if kind == "xi_drop" and noise != "bernoulli":
         raise ValueError("noise= describes ξ_approx's η; ξ_drop always uses dropout masks")
-    grid = _grid(q)
-    alpha = _check_alpha(alpha)
+    grid = q_grid(q)
+    alpha = check_alpha(alpha)
     seed = check_positive_int(seed, "seed", minimum=0)
     draws = check_positive_int(draws, "draws", minimum=20)
     directions = check_positive_int(directions, "directions")
     problems = build_problems(nets, sizes, activations, sites, n_nets, examples, scale, seed)
     setup = _Setup(kind, noise, samples, get_adapter(adapter), draws, directions, seed)
 
-    refs = {(pb.index, v): _reference(pb, v, kind, samples, noise)
-            for pb in problems for v in grid}
     frames: dict = {}
-    rows: list[CheckRow] = []
-    used: list[tuple[Problem, _Frame]] = []
-    for pb in problems:
-        for v in grid:
-            got, fr = _rows_for(fn, pb, v, refs[(pb.index, v)], setup, draws, 1, frames)
-            rows += got
-            if fr is not None:
-                used.append((pb, fr))
-    rows = apply_holm(rows, alpha)
-    if retest_failures:
-        by_index = {pb.index: pb for pb in problems}
+    used: list[tuple[Problem, _Frame]] = []  # the stage-1 frames, for the power lines
 
-        def rerun(net: int, v: float) -> list[CheckRow]:
-            pb = by_index[net]
-            return _rows_for(fn, pb, v, refs[(net, v)], setup, 2 * draws, 2, frames)[0]
+    def rows_for(pb: Problem, v: float, ref: _Reference, stage: int) -> list[CheckRow]:
+        got, fr = _rows_for(fn, pb, v, ref, setup, stage * draws, stage, frames)
+        if stage == 1 and fr is not None:
+            used.append((pb, fr))
+        return got
 
-        rows = retest(rows, rerun, alpha)
+    rows = run_grid(problems, grid, lambda pb, v: _reference(pb, v, kind, samples, noise),
+                    rows_for, alpha, retest_failures)
 
     n_tests = sum(r.is_test for r in rows)
     level = alpha / max(1, n_tests)
@@ -626,21 +617,19 @@ def check_gradient_noise(
                                                 ("draws", draws))
                     if v != {"noise": "bernoulli", "samples": "noise", "draws": 400}[k])
     report = NoiseReport(
-        title=f"check_gradient_noise({_name(fn)}, kind={kind!r})",
+        title=f"check_gradient_noise({fn_name(fn)}, kind={kind!r})",
         rows=tuple(rows),
         alpha=alpha,
         seed=seed,
         diagnosis=diagnose_noise(rows, samples),
         sample_sizes=tuple(lines),
         notes=tuple(notes),
-        reproduce=(f"check_gradient_noise({_name(fn)}, kind={kind!r}, q={grid_s!r}, seed={seed}, "
+        reproduce=(f"check_gradient_noise({fn_name(fn)}, kind={kind!r}, q={grid_s!r}, seed={seed}, "
                    f"n_nets={len(problems)}, adapter={setup.adapter!r}{extra}) (fn's own random "
                    f"state is not reset by dropcheck)"),
         kind=kind, q=grid, nets=tuple(pb.label for pb in problems),
     )
-    if raise_on_failure:
-        report.raise_if_failed()
-    return report
+    return finish(report, raise_on_failure)
 
 
 def assert_gradient_noise_matches(fn: Callable[..., Any], **kwargs: Any) -> NoiseReport:

@@ -38,7 +38,6 @@ combinations); the diagnosis names those that fit every failed network.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -48,18 +47,14 @@ import numpy as np
 from scipy import stats
 
 from dropcheck import exact, explicit
-from dropcheck._validate import check_choice, check_positive_int, check_q
+from dropcheck._tolerances import default_rtol
+from dropcheck._validate import check_choice, check_positive_int
 from dropcheck.backend import to_numpy
+from dropcheck.checks._args import build_problems, check_alpha, fn_name, q_grid
 from dropcheck.checks._calls import CallFailed
-from dropcheck.checks._report import ERROR, FAIL, PASS, CheckReport, CheckRow, apply_holm
-from dropcheck.checks.adapters import (
-    Adapter,
-    Problem,
-    get_adapter,
-    problems_from_nets,
-    random_problems,
-)
-from dropcheck.checks.dropout import _check_alpha, _name
+from dropcheck.checks._report import ERROR, FAIL, PASS, CheckReport, CheckRow
+from dropcheck.checks._runner import finish, run_grid
+from dropcheck.checks.adapters import Adapter, Problem, get_adapter
 from dropcheck.models import MLP
 
 __all__ = [
@@ -104,20 +99,19 @@ class _Reference:
     alts: tuple[_Alt, ...]
 
 
-def _gauss_newton_units(net: MLP, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """``(J_{F,i} e_k)ᵀ H_out (J_{F,i} e_k)`` per unit ``k`` of every site, ``(n, d_i)``.
+def _h_not_squared(net: MLP, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``Σ_i Σ_k h_ik (J_{F,i} e_k)ᵀ H_out (J_{F,i} e_k)`` ``(n,)``: R_approx, ``h`` not squared.
 
-    Unweighted by ``h²``, so that the "h not squared" alternative ``Σ_k h_k (…)`` can be formed;
-    ``Σ_k h_k² (…)`` is ``R_approx`` (checked in the tests).  One forward sweep of the ``d_i``
-    unit site tangents per site.
+    From the per-unit terms of :func:`dropcheck.explicit.r_approx` (``per_unit=True``),
+    ``h_k² (J e_k)ᵀ H_out (J e_k)``, divided by ``h_k``; a unit with ``h_k = 0`` contributes 0
+    to both (its noise tangent is zero).
     """
-    tr = net.trace(x)
-    out = {}
+    units = explicit.r_approx(net, x, y, per_unit=True)
+    h = net.hidden(x)
+    out = np.zeros(x.shape[0])
     for s in net.site_names:
-        d = net.widths[s]
-        t = net.tangent(tr, site_tangents={s: np.eye(d).reshape(d, 1, 1, d)}).logits
-        quad = np.sum(t * net.loss.hvp(tr.logits, y, t), axis=-1)  # (d, 1, n)
-        out[s] = quad[:, 0, :].T
+        u, hs = np.asarray(units[s]), np.asarray(h[s])
+        out = out + np.sum(np.divide(u, hs, out=np.zeros_like(u), where=hs != 0), axis=-1)
     return out
 
 
@@ -167,9 +161,7 @@ def _reference(pb: Problem, q: float, form: str, includes_strength: bool) -> _Re
     rt = np.asarray(explicit.taylor(net, x, y, q))
     if form == "r_approx":
         c0 = S if includes_strength else 1.0
-        units = _gauss_newton_units(net, x, y)
-        h = net.hidden(x)
-        h1 = sum(np.sum(h[s] * units[s], axis=-1) for s in net.site_names)
+        h1 = _h_not_squared(net, x, y)
         kinds = [
             ("H", None, ra),
             ("label", "true label used where a sampled one is specified (value matches the "
@@ -271,8 +263,6 @@ def _rtol(dtype: np.dtype) -> float:
 
     6e-8 for float64, 1.4e-3 for float32; every bug of the catalogue changes the value by O(1).
     """
-    from dropcheck.testing import default_rtol  # at call time: dropcheck.testing imports checks
-
     return default_rtol(dtype)
 
 
@@ -379,36 +369,6 @@ def _t_row(fn: Callable, pb: Problem, q: float, ref: _Reference, setup: _Setup,
 
 # ----- Holm, re-test, diagnosis -------------------------------------------------------------
 
-def retest(rows: list[CheckRow], rerun: Callable[[int, float], list[CheckRow]],
-           alpha: float) -> list[CheckRow]:
-    """Re-test every failed test row on fresh data; it fails only if it fails again.
-
-    Rows record their network in ``info["net"]``; ``rerun(net, q)`` returns fresh rows of that
-    network and ``q`` (the same names).  The re-tests are Holm-corrected among themselves at
-    ``alpha`` on independent data, so the bound ``alpha`` on a false alarm still holds (in fact
-    about ``alpha²``).  Shared with :mod:`dropcheck.checks.noise`.
-    """
-    failed = [r for r in rows if r.is_test and r.verdict == FAIL]
-    if not failed:
-        return rows
-    second: list[CheckRow] = []
-    for net, v in dict.fromkeys((r.info["net"], r.q) for r in failed):
-        second += rerun(net, v)
-    second = apply_holm(second, alpha)
-    again = {(r.name, r.q): r for r in second}
-    out = []
-    for r in rows:
-        r2 = again.get((r.name, r.q))
-        if r.is_test and r.verdict == FAIL and r2 is not None and r2.is_test:
-            confirmed = r2.verdict == FAIL
-            note = (f"{'confirmed' if confirmed else 'not confirmed'} on a re-test with fresh "
-                    f"calls (first p = {r.p_value:.2g})")
-            r = dataclasses.replace(r2, verdict=FAIL if confirmed else PASS,
-                                    detail=f"{r2.detail}; {note}", info={**r2.info, "show": True})
-        out.append(r)
-    return out
-
-
 def _fits(row: CheckRow, value: Any, crit: float) -> bool:
     """Whether the row's observed value matches an alternative reference ``value``."""
     info = row.info
@@ -465,56 +425,6 @@ class RegularizerReport(CheckReport):
     form: str = "r_approx"
     q: tuple[float, ...] = ()
     nets: tuple[str, ...] = ()
-
-
-def _grid(q: Any) -> tuple[float, ...]:
-    """Validate the drop probabilities: one float or a sequence, each in (0, 1)."""
-    vals = q if isinstance(q, Sequence | np.ndarray) and not isinstance(q, str) else [q]
-    grid = tuple(dict.fromkeys(check_q(v, "q") for v in vals))
-    if not grid:
-        raise ValueError("q must hold at least one drop probability, got an empty sequence")
-    if 0.0 in grid:
-        raise ValueError("q = 0 makes every regularizer 0; pass drop probabilities in (0, 1)")
-    return grid
-
-
-def _sizes_arg(sizes: Any) -> tuple[tuple[int, ...], ...]:
-    """Validate ``sizes``: a sequence of layer-size lists, each of >= 2 positive integers."""
-    try:
-        out = tuple(tuple(check_positive_int(d, "sizes") for d in s) for s in sizes)
-    except (TypeError, ValueError):
-        out = ()
-    if not out or any(len(s) < 2 for s in out):
-        raise ValueError(f"sizes must be a sequence of layer sizes such as ((5, 6, 4),), each "
-                         f"with at least an input and an output size; got {sizes!r}")
-    return out
-
-
-def _activations_arg(activations: Any) -> tuple[str, ...]:
-    """Validate ``activations``: one name or a sequence of names of dropcheck activations."""
-    from dropcheck.models._activations import ACTIVATIONS
-
-    acts = (activations,) if isinstance(activations, str) else tuple(activations)
-    if not acts:
-        raise ValueError("activations must name at least one activation")
-    for a in acts:
-        check_choice(a, tuple(ACTIVATIONS), "activations")
-    return acts
-
-
-def build_problems(nets: Sequence[MLP] | None, sizes: Any, activations: Any,
-                   sites: Iterable[str] | str | None, n_nets: int, examples: int, scale: float,
-                   seed: int) -> list[Problem]:
-    """The networks a checker uses: the caller's ``nets`` or random ones (shared with noise)."""
-    examples = check_positive_int(examples, "examples")
-    if nets is not None:
-        return problems_from_nets(list(nets), examples, seed)
-    n_nets = check_positive_int(n_nets, "n_nets")
-    scale = float(scale)
-    if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive number, got {scale!r}")
-    return random_problems(_sizes_arg(sizes), _activations_arg(activations), sites, n_nets,
-                           examples, scale, seed)
 
 
 def check_explicit_regularizer(
@@ -587,9 +497,9 @@ def check_explicit_regularizer(
     if form != "r_approx" and not includes_strength:
         raise ValueError(f"includes_strength=False applies to form='r_approx' only: {form} "
                          f"includes q/(2(1−q)) by definition")
-    grid = _grid(q)
+    grid = q_grid(q)
     reduction = check_choice(reduction, _REDUCTIONS, "reduction")
-    alpha = _check_alpha(alpha)
+    alpha = check_alpha(alpha)
     seed = check_positive_int(seed, "seed", minimum=0)
     calls = check_positive_int(calls, "calls", minimum=2 * UNIT)
     if rtol is not None and not (isinstance(rtol, int | float) and 0 < rtol < 1):
@@ -598,22 +508,13 @@ def check_explicit_regularizer(
     setup = _Setup(form, includes_strength, get_adapter(adapter), reduction, bool(stochastic),
                    calls, rtol, seed)
 
-    refs = {(pb.index, v): _reference(pb, v, form, includes_strength)
-            for pb in problems for v in grid}
-    rows: list[CheckRow] = []
-    for pb in problems:
-        for v in grid:
-            ref = refs[(pb.index, v)]
-            rows.append(_t_row(fn, pb, v, ref, setup, calls, 1) if setup.stochastic
-                        else _exact_row(fn, pb, v, ref, setup))
-    rows = apply_holm(rows, alpha)
-    if setup.stochastic and retest_failures:
-        by_index = {pb.index: pb for pb in problems}
+    def rows_for(pb: Problem, v: float, ref: _Reference, stage: int) -> list[CheckRow]:
+        if setup.stochastic:  # stage 2 re-tests on fresh calls, twice as many
+            return [_t_row(fn, pb, v, ref, setup, stage * calls, stage)]
+        return [_exact_row(fn, pb, v, ref, setup)]  # exact rows are never re-tested
 
-        def rerun(net: int, v: float) -> list[CheckRow]:
-            return [_t_row(fn, by_index[net], v, refs[(net, v)], setup, 2 * calls, 2)]
-
-        rows = retest(rows, rerun, alpha)
+    rows = run_grid(problems, grid, lambda pb, v: _reference(pb, v, form, includes_strength),
+                    rows_for, alpha, retest_failures)
 
     sizes_lines = [f"{pb.label}: {pb.n} examples, seed stream [{seed}, {pb.index}]"
                    for pb in problems]
@@ -637,22 +538,20 @@ def check_explicit_regularizer(
         ("stochastic", True if setup.stochastic else None),
         ("calls", calls if setup.stochastic and calls != 256 else None)) if v is not None)
     report = RegularizerReport(
-        title=f"check_explicit_regularizer({_name(fn)}, form={form!r})",
+        title=f"check_explicit_regularizer({fn_name(fn)}, form={form!r})",
         rows=tuple(rows),
         alpha=alpha,
         seed=seed,
         diagnosis=diagnose_regularizer(rows, alpha),
         sample_sizes=tuple(sizes_lines),
         notes=tuple(notes),
-        reproduce=(f"check_explicit_regularizer({_name(fn)}, form={form!r}, q={grid_s!r}, "
+        reproduce=(f"check_explicit_regularizer({fn_name(fn)}, form={form!r}, q={grid_s!r}, "
                    f"seed={seed}, n_nets={len(problems)}, adapter={setup.adapter!r}{extra})"
                    + (" (fn's own random state is not reset by dropcheck)"
                       if setup.stochastic else "")),
         form=form, q=grid, nets=tuple(pb.label for pb in problems),
     )
-    if raise_on_failure:
-        report.raise_if_failed()
-    return report
+    return finish(report, raise_on_failure)
 
 
 def assert_regularizer_matches(fn: Callable[..., Any], **kwargs: Any) -> RegularizerReport:

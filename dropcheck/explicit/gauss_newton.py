@@ -44,8 +44,12 @@ def route_for(model: Model, site: str, hessian: str = "loss", *, outputs: int = 
     return "jvp" if model.widths[site] < r else "vjp"
 
 
-def _site_terms(pb: Problem, metric: Metric, route: str) -> dict[str, Any]:
-    """``Σ_k t_kᵀ M t_k`` per site, ``(n,)`` each, by the chosen route(s)."""
+def _site_terms(pb: Problem, metric: Metric, route: str, per_unit: bool = False) -> dict[str, Any]:
+    """``Σ_k t_kᵀ M t_k`` per site, ``(n,)`` each, by the chosen route(s).
+
+    With ``per_unit`` the terms ``t_kᵀ M t_k`` themselves, ``(n, d_i)``: the ``jvp`` route has
+    them per tangent, the ``vjp`` route per noise coordinate of ``‖∂⟨a_r, F⟩/∂η_i‖²``.
+    """
     model, xp = pb.model, pb.xp
     routes = {
         s: (route if route != "auto" else ("jvp" if model.widths[s] < metric.rank else "vjp"))
@@ -56,12 +60,16 @@ def _site_terms(pb: Problem, metric: Metric, route: str) -> dict[str, Any]:
     if back:  # one reverse sweep of the r factor columns serves every vjp-route site
         na = model.noise_adjoint(pb.tr, metric.columns(), back)  # (r, 1, n, d) per site
         for s in back:
-            out[s] = xp.sum(xp.sum(na[s] * na[s], axis=-1), axis=0)[0, ...]
+            sq = na[s] * na[s]
+            out[s] = (xp.sum(sq, axis=0) if per_unit
+                      else xp.sum(xp.sum(sq, axis=-1), axis=0))[0, ...]
     for s in pb.sites:
         if routes[s] == "jvp":
             d = model.widths[s]
             t = model.tangent(pb.tr, noise_tangents={s: unit_directions(xp, d, model.dtype)})
-            out[s] = xp.sum(metric.quad(t.logits), axis=0)[0, ...]
+            quad = metric.quad(t.logits)  # (d, 1, n)
+            out[s] = (xp.permute_dims(quad[:, 0, ...], (1, 0)) if per_unit
+                      else xp.sum(quad, axis=0)[0, ...])
     return out
 
 
@@ -74,6 +82,7 @@ def r_approx(
     *,
     route: str = "auto",
     per_site: bool = False,
+    per_unit: bool = False,
 ) -> Any:
     """The paper's ``R_approx`` (4.4), without the constant, per example ``(n,)``.
 
@@ -91,9 +100,17 @@ def r_approx(
         ``"auto"`` (cheaper per site), ``"jvp"`` or ``"vjp"``; all give the same value.
     per_site
         Return a dict ``site -> (n,)`` instead of the sum.
+    per_unit
+        Return a dict ``site -> (n, d_i)`` of the terms before any summation,
+        ``t_{ik}ᵀ M t_{ik} = h_{ik}² (J_{F,i} e_k)ᵀ M (J_{F,i} e_k)`` per example and unit ``k``
+        of site ``i`` (``(d_i,)`` for one example): ``R_approx = Σ_i Σ_k`` of them.  Both
+        routes give them at the cost of the sum.
     """
     route = check_choice(route, ROUTES, "route")
     pb = setup(model, x, y, sites)
+    if per_unit:
+        units = _site_terms(pb, Metric(pb, hessian), route, per_unit=True)
+        return {s: pb.squeeze(v) for s, v in units.items()}
     terms = _site_terms(pb, Metric(pb, hessian), route)
     if per_site:
         return {s: pb.squeeze(v) for s, v in terms.items()}
