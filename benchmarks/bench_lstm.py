@@ -75,14 +75,15 @@ def dropcheck_fns(model: LSTM, x: Any, y: Any, seed: int = 0) -> dict[str, Calla
 
 
 # ----- the PyTorch baseline -----
-def torch_model(model: LSTM) -> dict[str, Any]:
-    """The same network in torch: ``nn.LSTM`` per layer with the weights copied."""
+def torch_model(model: LSTM, device: str = "cpu") -> dict[str, Any]:
+    """The same network in torch on ``device``: ``nn.LSTM`` per layer with the weights copied."""
     import torch
 
-    p = {k: torch.from_numpy(np.asarray(v)) for k, v in model.params.items()}
+    p = {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in model.params.items()}
     layers = []
     for l, H in enumerate(model.hidden_sizes, 1):
-        lstm = torch.nn.LSTM(p[f"W{l}"].shape[1], H, batch_first=True, dtype=p["E"].dtype)
+        lstm = torch.nn.LSTM(p[f"W{l}"].shape[1], H, batch_first=True, dtype=p["E"].dtype,
+                             device=device)
         with torch.no_grad():
             lstm.weight_ih_l0.copy_(p[f"W{l}"])
             lstm.weight_hh_l0.copy_(p[f"U{l}"])
@@ -110,19 +111,22 @@ def torch_logits(tm: dict[str, Any], x: Any, noise: dict[str, Any]) -> Any:
     return u @ tm["D"].T + tm["bD"]
 
 
-def torch_fns(model: LSTM, x: Any, y: Any, seed: int = 0) -> dict[str, Callable[[], Any]]:
-    """The PyTorch baselines (see the module doc)."""
+def torch_fns(
+    model: LSTM, x: Any, y: Any, seed: int = 0, device: str = "cpu"
+) -> dict[str, Callable[[], Any]]:
+    """The PyTorch baselines (see the module doc) on ``device`` (``model``, ``x``, ``y`` numpy)."""
     import torch
 
-    tm = torch_model(model)
-    xt, yt = torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y))
+    tm = torch_model(model, device)
+    xt = torch.from_numpy(np.asarray(x)).to(device)
+    yt = torch.from_numpy(np.asarray(y)).to(device)
     q = _q(model)
     n = x.shape[0]
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     dt = tm["E"].dtype
 
     def zeros() -> dict[str, Any]:
-        return {s: torch.zeros(n, model.widths[s], dtype=dt, requires_grad=True)
+        return {s: torch.zeros(n, model.widths[s], dtype=dt, device=device, requires_grad=True)
                 for s in tm["sites"]}
 
     def loss(f: Any) -> Any:
@@ -146,7 +150,8 @@ def torch_fns(model: LSTM, x: Any, y: Any, seed: int = 0) -> dict[str, Callable[
 
     def xi() -> Any:
         z = zeros()
-        eta = {s: (torch.rand(n, model.widths[s], generator=gen, dtype=dt) >= q[s]).to(dt)
+        eta = {s: (torch.rand(n, model.widths[s], generator=gen, dtype=dt, device=device)
+                   >= q[s]).to(dt)
                / (1 - q[s]) - 1 for s in z}
         ge = torch.autograd.grad(loss(torch_logits(tm, xt, z)), list(z.values()),
                                  create_graph=True)
