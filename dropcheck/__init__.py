@@ -69,6 +69,7 @@ __all__ = [
     "LSTM",
     "Model",
     "Site",
+    "from_torch",
     # losses
     "CrossEntropy",
     "Squared",
@@ -91,6 +92,16 @@ __all__ = [
     # errors
     "TooManyMasksError",
 ]
+
+
+def from_torch(*args: Any, **kwargs: Any) -> Any:
+    """A PyTorch module as a dropcheck model (:func:`dropcheck.models.torch_model.from_torch`).
+
+    torch is imported on the first call: ``import dropcheck`` never imports it.
+    """
+    from dropcheck.models.torch_model import from_torch as _from_torch
+
+    return _from_torch(*args, **kwargs)
 
 
 def __getattr__(name: str) -> Any:
