@@ -18,6 +18,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         outdir=args.out,
         json_path=args.json,
         progress=not args.no_progress,
+        verbose=args.verbose,
+        strict=args.strict,
+        mutants=args.mutants,
+        compare=args.compare,
     )
 
 
@@ -46,7 +50,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 _PASSTHROUGH = {
     "derive": ("dropcheck.derivations", "cli", "run the sympy derivations and print them"),
     "check": ("dropcheck.checks._cli", "cli", "check a dropout layer MODULE:FUNCTION"),
-    "lstm-eval": ("dropcheck.lstm_eval", "cli", "regularizers of an LSTM LM over a corpus"),
+    "lstm-eval": ("dropcheck.lm.cli", "cli", "regularizers of an LSTM LM over a corpus"),
     "bench": ("dropcheck.benchmarks.run", "main", "benchmarks against baselines, as ratios"),
 }
 
@@ -67,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for the plots (default: dropcheck-report)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    v.add_argument("-v", "--verbose", action="store_true",
+                   help="the full record per claim: statement, rule, figures, note")
+    v.add_argument("--strict", action="store_true",
+                   help="exit non-zero when an approximation DEVIATES from its stated law")
+    v.add_argument("--mutants", action="store_true",
+                   help="also measure the claims under every mutant (deliberately wrong "
+                   "library pieces) and print the claim × mutant matrix")
+    v.add_argument("--compare", metavar="OLD.json",
+                   help="print verdict changes and moved figures against an earlier report; "
+                   "exit non-zero on a verdict regression")
     v.set_defaults(func=_cmd_verify)
 
     pl = sub.add_parser("plot", help="make one approximation-error plot")

@@ -60,9 +60,11 @@ class Context:
 class Measurement:
     """The outcome of measuring one claim.
 
-    ``figure`` is the measured figure as a person reads it; ``passed`` is the verdict of the
-    claim's rule (None for an empirical claim that is only reported); ``values`` holds the raw
-    numbers for the JSON report; ``plots`` the files written.
+    ``figure`` is the measured figure as a person reads it (its first clause, up to the first
+    ``;``, is the headline of the one-line summary); ``passed`` is the verdict of the claim's
+    rule (None for an empirical claim that is only reported); ``values`` holds the raw numbers
+    for the JSON report; ``plots`` the files written; ``exact`` the outcome of exact sub-checks
+    inside an approximation claim (None when it has none).
     """
 
     figure: str
@@ -70,6 +72,9 @@ class Measurement:
     values: dict[str, Any] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
     note: str = ""
+    #: The claim's exact sub-checks (an approximation claim's identities, e.g. each term of a
+    #: bound against an independent computation): False makes the verdict FAIL whatever the kind.
+    exact: bool | None = None
 
 
 @dataclass(frozen=True)
