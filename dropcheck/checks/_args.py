@@ -17,7 +17,7 @@ from dropcheck._validate import check_choice, check_positive_int, check_q
 from dropcheck.checks.adapters import Problem, problems_from_nets, random_problems
 from dropcheck.models import MLP
 
-__all__ = ["check_alpha", "fn_name", "q_grid", "build_problems"]
+__all__ = ["check_alpha", "fn_name", "q_grid", "build_problems", "grid_args"]
 
 
 def check_alpha(alpha: Any) -> float:
@@ -87,3 +87,14 @@ def build_problems(nets: Sequence[MLP] | None, sizes: Any, activations: Any,
         raise ValueError(f"scale must be a positive number, got {scale!r}")
     return random_problems(_sizes_arg(sizes), _activations_arg(activations), sites, n_nets,
                            examples, scale, seed)
+
+
+def grid_args(fn: Any, q: Any, alpha: Any, seed: Any) -> tuple[tuple[float, ...], float, int]:
+    """Validate what every network-grid checker takes: ``fn``, ``q``, ``alpha`` and ``seed``.
+
+    ``fn`` callable, the ``q`` grid (:func:`q_grid`), ``alpha`` (:func:`check_alpha`), a seed
+    ``>= 0``; returns ``(grid, alpha, seed)``.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    return q_grid(q), check_alpha(alpha), check_positive_int(seed, "seed", minimum=0)

@@ -15,13 +15,14 @@ fails with probability at most ``alpha`` (in fact about ``alpha²``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from dropcheck.checks._args import fn_name
 from dropcheck.checks._report import ERROR, FAIL, PASS, CheckReport, CheckRow, apply_holm
 from dropcheck.checks.adapters import Problem
 
-__all__ = ["retest", "run_grid", "finish"]
+__all__ = ["retest", "run_grid", "call_text", "finish"]
 
 Ref = TypeVar("Ref")
 Report = TypeVar("Report", bound=CheckReport)
@@ -85,6 +86,25 @@ def run_grid(problems: Sequence[Problem], grid: Sequence[float],
 
     return retest(rows, lambda r: (r.info["net"], r.q), rerun, alpha,
                   how=lambda r: "fresh calls")
+
+
+def call_text(checker: str, fn: Any, lead: tuple[str, Any], grid: Sequence[float], *,
+              seed: int, n_nets: int, adapter: Any, extra: Mapping[str, Any],
+              own_random_state: bool) -> tuple[str, str]:
+    """A grid checker's report title and the call that reproduces the report.
+
+    ``checker(fn, lead=…)`` and ``checker(fn, lead=…, q=…, seed=…, n_nets=…, adapter=…,
+    **extra)``; ``extra`` holds only the arguments that differ from their defaults.
+    ``own_random_state`` adds that dropcheck does not reset ``fn``'s own generator.
+    """
+    name, (key, value) = fn_name(fn), lead
+    grid_s = grid[0] if len(grid) == 1 else tuple(grid)
+    more = "".join(f", {k}={v!r}" for k, v in extra.items())
+    call = (f"{checker}({name}, {key}={value!r}, q={grid_s!r}, seed={seed}, n_nets={n_nets}, "
+            f"adapter={adapter!r}{more})")
+    if own_random_state:
+        call += " (fn's own random state is not reset by dropcheck)"
+    return f"{checker}({name}, {key}={value!r})", call
 
 
 def finish(report: Report, raise_on_failure: bool) -> Report:

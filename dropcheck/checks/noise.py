@@ -68,10 +68,10 @@ from scipy import linalg, stats
 from dropcheck import exact, implicit
 from dropcheck._validate import check_choice, check_positive_int
 from dropcheck.backend import to_numpy
-from dropcheck.checks._args import build_problems, check_alpha, fn_name, q_grid
+from dropcheck.checks._args import build_problems, grid_args
 from dropcheck.checks._calls import CallFailed
 from dropcheck.checks._report import ERROR, FAIL, PASS, SKIP, CheckReport, CheckRow
-from dropcheck.checks._runner import finish, run_grid
+from dropcheck.checks._runner import call_text, finish, run_grid
 from dropcheck.checks.adapters import Adapter, Problem, get_adapter
 from dropcheck.models import MLP
 
@@ -569,16 +569,12 @@ def check_gradient_noise(
         ValueError, TypeError: an argument is invalid (the message names it).
         DropcheckError: a check failed and ``raise_on_failure`` is true.
     """
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    grid, alpha, seed = grid_args(fn, q, alpha, seed)
     kind = check_choice(kind, KINDS, "kind")
     noise = check_choice(noise, NOISES, "noise")
     samples = check_choice(samples, SAMPLES, "samples")
     if kind == "xi_drop" and noise != "bernoulli":
         raise ValueError("noise= describes ξ_approx's η; ξ_drop always uses dropout masks")
-    grid = q_grid(q)
-    alpha = check_alpha(alpha)
-    seed = check_positive_int(seed, "seed", minimum=0)
     draws = check_positive_int(draws, "draws", minimum=20)
     directions = check_positive_int(directions, "directions")
     problems = build_problems(nets, sizes, activations, sites, n_nets, examples, scale, seed)
@@ -612,21 +608,21 @@ def check_gradient_noise(
              f"a correct implementation fails with probability <= alpha = {alpha:g} up to the "
              f"χ² approximation of the tests (Holm over {n_tests} tests"
              + (", re-tested on fresh draws)" if retest_failures else ")")]
-    grid_s = grid[0] if len(grid) == 1 else grid
-    extra = "".join(f", {k}={v!r}" for k, v in (("noise", noise), ("samples", samples),
-                                                ("draws", draws))
-                    if v != {"noise": "bernoulli", "samples": "noise", "draws": 400}[k])
+    defaults = {"noise": "bernoulli", "samples": "noise", "draws": 400}
+    extra = {k: v for k, v in (("noise", noise), ("samples", samples), ("draws", draws))
+             if v != defaults[k]}
+    title, reproduce = call_text("check_gradient_noise", fn, ("kind", kind), grid, seed=seed,
+                                 n_nets=len(problems), adapter=setup.adapter, extra=extra,
+                                 own_random_state=True)
     report = NoiseReport(
-        title=f"check_gradient_noise({fn_name(fn)}, kind={kind!r})",
+        title=title,
         rows=tuple(rows),
         alpha=alpha,
         seed=seed,
         diagnosis=diagnose_noise(rows, samples),
         sample_sizes=tuple(lines),
         notes=tuple(notes),
-        reproduce=(f"check_gradient_noise({fn_name(fn)}, kind={kind!r}, q={grid_s!r}, seed={seed}, "
-                   f"n_nets={len(problems)}, adapter={setup.adapter!r}{extra}) (fn's own random "
-                   f"state is not reset by dropcheck)"),
+        reproduce=reproduce,
         kind=kind, q=grid, nets=tuple(pb.label for pb in problems),
     )
     return finish(report, raise_on_failure)

@@ -50,10 +50,10 @@ from dropcheck import exact, explicit
 from dropcheck._tolerances import default_rtol
 from dropcheck._validate import check_choice, check_positive_int
 from dropcheck.backend import to_numpy
-from dropcheck.checks._args import build_problems, check_alpha, fn_name, q_grid
+from dropcheck.checks._args import build_problems, grid_args
 from dropcheck.checks._calls import CallFailed
 from dropcheck.checks._report import ERROR, FAIL, PASS, CheckReport, CheckRow
-from dropcheck.checks._runner import finish, run_grid
+from dropcheck.checks._runner import call_text, finish, run_grid
 from dropcheck.checks.adapters import Adapter, Problem, get_adapter
 from dropcheck.models import MLP
 
@@ -489,18 +489,14 @@ def check_explicit_regularizer(
         ValueError, TypeError: an argument is invalid (the message names it).
         DropcheckError: a check failed and ``raise_on_failure`` is true.
     """
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    grid, alpha, seed = grid_args(fn, q, alpha, seed)
     form = check_choice(form, FORMS, "form")
     if not isinstance(includes_strength, bool):
         raise TypeError(f"includes_strength must be True or False, got {includes_strength!r}")
     if form != "r_approx" and not includes_strength:
         raise ValueError(f"includes_strength=False applies to form='r_approx' only: {form} "
                          f"includes q/(2(1−q)) by definition")
-    grid = q_grid(q)
     reduction = check_choice(reduction, _REDUCTIONS, "reduction")
-    alpha = check_alpha(alpha)
-    seed = check_positive_int(seed, "seed", minimum=0)
     calls = check_positive_int(calls, "calls", minimum=2 * UNIT)
     if rtol is not None and not (isinstance(rtol, int | float) and 0 < rtol < 1):
         raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
@@ -532,23 +528,22 @@ def check_explicit_regularizer(
     if set(grid) == {0.5}:
         notes.append("at q = 0.5 alone 2·strength(q) = 1: 'constant missing' and 'constant "
                      "q/(1−q)' give the same value; add another q")
-    grid_s = grid[0] if len(grid) == 1 else grid
-    extra = "".join(f", {k}={v!r}" for k, v in (
+    extra = {k: v for k, v in (
         ("includes_strength", None if includes_strength else False),
         ("stochastic", True if setup.stochastic else None),
-        ("calls", calls if setup.stochastic and calls != 256 else None)) if v is not None)
+        ("calls", calls if setup.stochastic and calls != 256 else None)) if v is not None}
+    title, reproduce = call_text("check_explicit_regularizer", fn, ("form", form), grid,
+                                 seed=seed, n_nets=len(problems), adapter=setup.adapter,
+                                 extra=extra, own_random_state=setup.stochastic)
     report = RegularizerReport(
-        title=f"check_explicit_regularizer({fn_name(fn)}, form={form!r})",
+        title=title,
         rows=tuple(rows),
         alpha=alpha,
         seed=seed,
         diagnosis=diagnose_regularizer(rows, alpha),
         sample_sizes=tuple(sizes_lines),
         notes=tuple(notes),
-        reproduce=(f"check_explicit_regularizer({fn_name(fn)}, form={form!r}, q={grid_s!r}, "
-                   f"seed={seed}, n_nets={len(problems)}, adapter={setup.adapter!r}{extra})"
-                   + (" (fn's own random state is not reset by dropcheck)"
-                      if setup.stochastic else "")),
+        reproduce=reproduce,
         form=form, q=grid, nets=tuple(pb.label for pb in problems),
     )
     return finish(report, raise_on_failure)
