@@ -9,7 +9,8 @@ is approximated by
   (``hessian="identity"``, ``hessian="loss_jacobian"`` = ``R̃_approx`` of 5.1);
 - :func:`r_approx_sampled`, :func:`r_approx_probe` — unbiased estimators of ``R_approx``
   (sampled labels; Rademacher probes), with standard errors;
-- :func:`r_approx_grad` — ``∇_W R_approx`` for the explicit step of Alg. 2.
+- :func:`r_approx_grad` — ``∇_W R_approx`` for the explicit step of Alg. 2;
+- :func:`next_layer` — the Taylor term around the next pre-activation (fn. 4, App. A.2).
 
 Shapes: per-example results ``(n,)`` (scalars for one example ``(d0,)``); ``q`` is a float or a
 dict ``site -> q``; ``sites`` defaults to every site of the model.  Arrays come back in the
@@ -33,6 +34,7 @@ from dropcheck.explicit.taylor import (
     strength,
     taylor,
 )
+from dropcheck.explicit.taylor_next import next_layer
 
 __all__ = [
     # the constant
@@ -43,6 +45,8 @@ __all__ = [
     "HessianSplit",
     "noise_hessian",
     "small_q_limit",
+    # Taylor around the next layer (fn. 4, App. A.2)
+    "next_layer",
     # R_approx (4.4) and variants (5.1, Sec. 5.2)
     "r_approx",
     "r_approx_grad",
