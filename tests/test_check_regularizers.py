@@ -433,3 +433,38 @@ def test_readme_example(torch):
         return q / (2 * (1 - q)) * total
 
     assert_regularizer_matches(r_approx, adapter="torch")
+
+
+# ----- structure: no cycle checks ↔ testing, no sibling privates --------------------------
+
+def test_checks_do_not_import_testing_and_testing_wraps_checks():
+    """``dropcheck.checks`` loads without ``dropcheck.testing`` (tolerances come from the leaf
+    ``dropcheck._tolerances``); ``dropcheck.testing`` re-exports the checkers' assertions."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dropcheck.checks as c; assert 'dropcheck.testing' not in sys.modules; "
+            "import dropcheck.testing as t; assert t.assert_regularizer_matches is "
+            "c.assert_regularizer_matches and t.DropcheckError is c.DropcheckError")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_checkers_import_no_private_name_of_a_sibling_checker():
+    """Shared helpers live in the private modules (``_args``, ``_runner``, ...), not in a
+    sibling checker: no ``from dropcheck.checks.<checker> import _name``."""
+    import ast
+    from pathlib import Path
+
+    root = Path(dc.__file__).parent / "checks"
+    checkers = {p.stem for p in root.glob("*.py") if not p.stem.startswith("_")}
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and (
+                    node.module.rpartition(".")[2] in checkers):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                module = getattr(node, "module", None) or ""
+                names = [module] + [f"{module}.{a.name}" if module else a.name
+                                    for a in node.names]
+                assert "dropcheck.testing" not in names, f"{path.name} imports dropcheck.testing"
