@@ -5,9 +5,10 @@ For one truncated-BPTT window (``n`` sequences of ``T`` tokens), with masks lock
 - ``plain``: dropcheck's forward + BPTT parameter gradient of the summed loss
   (``trace``, ``backward(params=True, per_example=False)``) — the unit of cost;
 - ``r_hat``: the sampled-label ``R̂_approx`` with one label sequence: forward + one reverse sweep
-  to the sites (``dropcheck.lstm_eval``; no ``V×V`` matrix, no parameter gradients);
+  to the sites (``dropcheck.explicit.r_approx_sampled_terms``; no ``V×V`` matrix, no parameter
+  gradients);
 - ``xi``: one draw of ``ξ_approx``: forward + forward tangent + reverse tangent with parameter
-  gradients (``dropcheck.lstm_eval.xi_approx``);
+  gradients (``dropcheck.implicit.xi_approx``, ``reduction="sum"``);
 - ``torch_*``: what a user would write in PyTorch on the same weights (``nn.LSTM`` per layer,
   masks between the layers): ``torch_plain`` (``loss.backward()``), ``torch_r_hat`` (noise
   leaves at zero, ``autograd.grad`` of ``⟨g_ŷ, F⟩`` w.r.t. them), ``torch_xi`` (double backward:
@@ -25,7 +26,8 @@ from typing import Any
 import numpy as np
 from dropcheck.benchmarks._harness import compare, peak_bytes
 
-from dropcheck import lstm_eval as le
+from dropcheck import explicit as ex
+from dropcheck import implicit as im
 from dropcheck.models.lstm import LSTM
 
 #: (vocab, emb, hidden per layer, tied, T, n) per mode; "awd" is AWD-LSTM's window.
@@ -54,8 +56,6 @@ def dropcheck_fns(model: LSTM, x: Any, y: Any, seed: int = 0) -> dict[str, Calla
     """The three timed dropcheck paths (see the module doc)."""
     rng = np.random.default_rng(seed)
     q = _q(model)
-    w = {s: le.strength(v) for s, v in q.items()}
-    names = model.site_names
 
     def plain() -> Any:
         tr = model.trace(x)
@@ -64,12 +64,11 @@ def dropcheck_fns(model: LSTM, x: Any, y: Any, seed: int = 0) -> dict[str, Calla
         return g
 
     def r_hat() -> Any:
-        tr = model.trace(x)
-        terms = le._sampled_terms(model, tr, 1, rng, names, w, (model.mask,), 1)[model.mask]
+        terms = ex.r_approx_sampled_terms(model, x, 1, rng, q=q, chunk=1)[model.mask]
         return sum(terms.values())
 
     def xi() -> Any:
-        return le.xi_approx(model, x, y, q, draws=1, rng=rng)
+        return im.xi_approx(model, x, y, q, rng, draws=1, reduction="sum", chunk=1)
 
     return {"plain": plain, "r_hat": r_hat, "xi": xi}
 
@@ -146,7 +145,7 @@ def torch_fns(
         yhat = torch.multinomial(p.reshape(-1, p.shape[-1]), 1, generator=gen).reshape(y.shape)
         g = p - torch.nn.functional.one_hot(yhat, p.shape[-1]).to(dt)
         grads = torch.autograd.grad((g * f).sum(), list(z.values()))
-        return sum(le.strength(q[s]) * (gr**2).sum() for s, gr in zip(z, grads, strict=True))
+        return sum(ex.strength(q[s]) * (gr**2).sum() for s, gr in zip(z, grads, strict=True))
 
     def xi() -> Any:
         z = zeros()
@@ -164,7 +163,7 @@ def torch_fns(
 def check(seed: int = 0) -> dict[str, float]:
     """Relative differences of dropcheck and the torch baseline on the same small float64 case.
 
-    ``R̂`` with the same labels is compared through ``r_approx_exact`` against the torch
+    ``R̂`` with the same labels is compared through ``r_approx_factor`` against the torch
     expectation over all labels (both exact); ``ξ_approx`` at the same η; loss gradients.
     """
     import torch
@@ -185,7 +184,7 @@ def check(seed: int = 0) -> dict[str, float]:
     gE = torch.autograd.grad(lt, tm["E"])[0].numpy().ravel()
     out = {"grad_E": float(np.linalg.norm(g[0, 0, : gE.size] - gE) / np.linalg.norm(gE))}
     # ξ_approx at the same η, compared on the decoder bias block (last V entries of both)
-    xi = le.xi_approx(model, x, y, _q(model), eta={s: e for s, e in eta.items()})[0]
+    xi = np.sum(im.xi_approx_at(model, x, y, eta), axis=1)[0]
     z = {s: torch.zeros(x.shape[0], model.widths[s], dtype=torch.float64, requires_grad=True)
          for s in model.site_names}
     f0 = torch_logits(tm, xt, z)

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 import dropcheck as dc
-from dropcheck import lstm_eval as le
+from dropcheck import explicit as ex
+from dropcheck import implicit as im
+from dropcheck import lm
 from dropcheck.models.lstm import LSTM
 from dropcheck.testing import assert_close
 
@@ -293,13 +295,13 @@ def test_forward_and_loss_value_shapes():
 
 
 def test_exact_enumeration_runs_and_monte_carlo_agrees():
-    """R_drop by dc.exact (2^13 masks) against r_drop_mc and dc.montecarlo (4 s.e. band)."""
+    """R_drop by dc.exact (2^13 masks) against r_drop_sampled and dc.montecarlo (4 s.e. band)."""
     m = LSTM.random(V, E_DIM, H, 2, seed=4, scale=2.0)
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
     q = 0.3
     exact = dc.exact.explicit_regularizer(m, x, y, q)
-    mc = le.r_drop_mc(m, x, y, q, samples=4000, seed=2, chunk=500)
+    mc = ex.r_drop_sampled(m, x, y, q, 4000, np.random.default_rng(2), chunk=500)
     assert np.all(np.abs(mc.value - exact) <= 4 * mc.stderr), (mc, exact)
     gen = dc.montecarlo.explicit_regularizer(m, x, y, q, samples=4000, seed=3)
     assert np.all(np.abs(gen.value - exact) <= 4 * gen.stderr), (gen, exact)
@@ -315,14 +317,14 @@ def test_sampled_r_approx_is_unbiased_for_the_exact_one():
     rng = np.random.default_rng(7)
     x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
     for form in ("locked", "per_step"):
-        exact = le.r_approx_exact(m, x, y, form=form)
-        est = le.r_approx_sampled(m, x, y, samples=3000, seed=8, form=form, chunk=500)
+        exact = ex.r_approx_factor(m, x, y, form=form)
+        est = ex.r_approx_sampled(m, x, y, 3000, np.random.default_rng(8), form=form, chunk=500)
         assert np.all(np.abs(est.value - exact) <= 4 * est.stderr), (form, est, exact)
     # with q: the strength-weighted sum of the per-site values
     q = {"emb": 0.1, "h1": 0.2, "out": 0.5}
-    per_site = {s: le.r_approx_exact(m, x, y, sites=(s,)) for s in m.site_names}
-    assert_close(le.r_approx_exact(m, x, y, q=q),
-                 sum(le.strength(q[s]) * v for s, v in per_site.items()), rtol=1e-12)
+    per_site = {s: ex.r_approx_factor(m, x, y, sites=(s,)) for s in m.site_names}
+    assert_close(ex.r_approx_factor(m, x, y, q=q),
+                 sum(ex.strength(q[s]) * v for s, v in per_site.items()), rtol=1e-12)
 
 
 def test_locked_r_approx_is_taylor_gauss_newton_at_the_decoder_site():
@@ -340,24 +342,23 @@ def test_locked_r_approx_is_taylor_gauss_newton_at_the_decoder_site():
     g = m.loss.grad(tr.logits, y)
     nat = m.noise_adjoint_tangent(tr, tan, g, m.loss.hvp(tr.logits, y, tan.logits), ("out",))
     diag = np.einsum("kbik->bi", nat["out"])[0]
-    assert_close(diag, le.r_approx_exact(m, x, y), rtol=1e-10)
+    assert_close(diag, ex.r_approx_factor(m, x, y), rtol=1e-10)
 
 
 def test_agrees_with_the_generic_explicit_estimators():
-    """dc.explicit (written once for every protocol model) against lstm_eval, locked form."""
-    explicit = pytest.importorskip("dropcheck.explicit")
+    """dc.explicit.r_approx (the jvp route of unit noise tangents) against the factor route."""
     m = LSTM.random(V, E_DIM, H, 2, seed=20, scale=2.0)
     rng = np.random.default_rng(21)
     x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
-    exact = le.r_approx_exact(m, x, y)
-    assert_close(explicit.r_approx(m, x, y), exact, rtol=1e-10)
-    est = explicit.r_approx_sampled(m, x, y, 2000, np.random.default_rng(22))
+    exact = ex.r_approx_factor(m, x, y)
+    assert_close(ex.r_approx(m, x, y, route="jvp"), exact, rtol=1e-10)
+    est = ex.r_approx_sampled(m, x, y, 2000, np.random.default_rng(22))
     assert np.all(np.abs(est.value - exact) <= 4 * est.stderr), (est, exact)
 
 
 def test_gauss_newton_part_of_generic_taylor_split_is_r_approx():
     """dc.explicit's Hessian split (forward-over-reverse, unit noise tangents, written for any
-    protocol model) against r_approx_exact (reverse sweeps of H_out's factor): two routes."""
+    protocol model) against r_approx_factor (reverse sweeps of H_out's factor): two routes."""
     taylor = pytest.importorskip("dropcheck.explicit.taylor")
     m = LSTM.random(V, E_DIM, H, 2, seed=18, scale=2.0)
     rng = np.random.default_rng(19)
@@ -365,25 +366,24 @@ def test_gauss_newton_part_of_generic_taylor_split_is_r_approx():
     q = {"emb": 0.3, "h1": 0.2, "out": 0.4}
     split = taylor.hessian_split(m, x, y, q)
     for s in m.site_names:
-        want = np.sum(le.r_approx_exact(m, x, y, q={s: q[s]}, sites=(s,)))
+        want = np.sum(ex.r_approx_factor(m, x, y, q={s: q[s]}, sites=(s,)))
         assert_close(np.sum(split.gauss_newton[s]), want, rtol=1e-10)
     assert_close(np.sum(split.remainder["out"]), 0.0, atol=1e-14)  # F affine in η_out
 
 
-def test_xi_approx_matches_generic_implementation_and_is_linear():
+def test_xi_approx_summed_inside_the_sweep_is_the_sum_per_example_and_linear():
+    """reduction="sum" (LSTM: summed inside BPTT, no (n, P) array) against the per-example
+    arrays of the same draws (same seed), and linearity in η (xi_approx_at)."""
     m = LSTM.random(V, E_DIM, H, 2, seed=11)
     rng = np.random.default_rng(12)
     x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
+    per = im.xi_approx(m, x, y, 0.3, 5, draws=3)  # (3, n, P)
+    summed = im.xi_approx(m, x, y, 0.3, 5, draws=3, reduction="sum")  # (3, P)
+    assert_close(summed, per.sum(axis=1), rtol=1e-10, atol=1e-14)
     eta = m.sample_noise(rng, N, T, 0.3, 3)
-    mine = le.xi_approx(m, x, y, 0.3, eta=eta, per_example=True)  # (3, n, P)
-    from dropcheck import implicit
-
-    generic = implicit.xi_approx_at(m, x, y, eta)  # written against the protocol
-    assert_close(mine, generic, rtol=1e-12, atol=1e-15)
-    summed = le.xi_approx(m, x, y, 0.3, eta=eta)
-    assert_close(summed, mine.sum(axis=1), rtol=1e-10, atol=1e-14)
-    half = le.xi_approx(m, x, y, 0.3, eta={s: 0.5 * e for s, e in eta.items()})
-    assert_close(half, 0.5 * summed, rtol=1e-10, atol=1e-14)
+    at = im.xi_approx_at(m, x, y, eta)
+    half = im.xi_approx_at(m, x, y, {s: 0.5 * e for s, e in eta.items()})
+    assert_close(half, 0.5 * at, rtol=1e-10, atol=1e-14)
 
 
 def test_float32_agrees_with_float64():
@@ -405,9 +405,9 @@ def test_float32_agrees_with_float64():
     _, g64 = m64.backward(t64, m64.loss.grad(t64.logits, y)[None], params=True)
     _, g32 = m32.backward(t32, m32.loss.grad(t32.logits, y)[None], params=True)
     assert g32.dtype == np.float32 and rel(g32, g64) < 1e-4
-    assert rel(le.r_approx_exact(m32, x, y), le.r_approx_exact(m64, x, y)) < 1e-4
-    xi64 = le.xi_approx(m64, x, y, 0.3, eta=eta)
-    assert rel(le.xi_approx(m32, x, y, 0.3, eta=eta32), xi64) < 1e-4
+    assert rel(ex.r_approx_factor(m32, x, y), ex.r_approx_factor(m64, x, y)) < 1e-4
+    xi64 = im.xi_approx_at(m64, x, y, eta)
+    assert rel(im.xi_approx_at(m32, x, y, eta32), xi64) < 1e-4
 
 
 def test_runs_in_array_api_strict():
@@ -428,7 +428,8 @@ def test_runs_in_array_api_strict():
     _, b = ms.adjoint_tangent(trs, tans, gs, ms.loss.hvp(trs.logits, strict.asarray(y),
                                                           tans.logits), params=True)
     assert_close(b, strict.asarray(a), rtol=1e-12, atol=1e-15)
-    est = le.r_approx_sampled(ms, strict.asarray(x), strict.asarray(y), samples=2, seed=0)
+    est = ex.r_approx_sampled(ms, strict.asarray(x), strict.asarray(y), 2,
+                              np.random.default_rng(0), form="per_step")
     assert dc.backend.namespace(est.value) is strict
 
 
@@ -467,12 +468,13 @@ def test_bad_inputs_name_the_problem():
 
 
 def test_corpus_evaluation_and_cli(tmp_path, capsys):
-    from dropcheck.data import load_tokens, markov_corpus
+    from dropcheck.lm import load_tokens, markov_corpus
+    from dropcheck.lm.cli import cli as lm_cli
 
     tokens, lang = markov_corpus(3000, 50, seed=0)
     assert 0 < lang.entropy_rate < np.log(50)
     m = LSTM.random(50, 8, 8, 2, seed=0, sites=("emb", "out"))
-    rep = le.evaluate_corpus(m, tokens, {"emb": 0.2, "out": 0.3}, batch=4, bptt=10,
+    rep = lm.evaluate_corpus(m, tokens, {"emb": 0.2, "out": 0.3}, batch=4, bptt=10,
                              samples=2, mc_samples=4, xi_draws=1, xi_drop_draws=1,
                              max_windows=3, weight_q=0.5)
     assert rep["tokens"] == 3 * 4 * 10 and rep["r_approx"] > 0 and rep["r_approx_se"] >= 0
@@ -482,11 +484,11 @@ def test_corpus_evaluation_and_cli(tmp_path, capsys):
     np.save(tmp_path / "tok.npy", tokens[:800])
     assert_close(load_tokens(tmp_path / "tok.npy"), load_tokens(path), rtol=0)
     out = tmp_path / "rep.json"
-    code = le.cli(["--tokens", str(path), "--vocab", "50", "--emb", "8", "--hidden", "8,8",
+    code = lm_cli(["--tokens", str(path), "--vocab", "50", "--emb", "8", "--hidden", "8,8",
                    "--batch", "4", "--bptt", "10", "--max-windows", "2", "--json", str(out),
                    "--no-progress", "--mask", "per_step", "--mc", "3"])
     assert code == 0 and out.exists()
     assert "strength·R̂_approx (per_step)" in capsys.readouterr().out
     bad = tmp_path / "bad.txt"
     bad.write_text("1 2 three")
-    assert le.cli(["--tokens", str(bad), "--no-progress"]) == 2
+    assert lm_cli(["--tokens", str(bad), "--no-progress"]) == 2

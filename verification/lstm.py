@@ -3,8 +3,8 @@
 A small LSTM language model (:class:`dropcheck.models.lstm.LSTM`: embedding 16, two layers of
 32, vocabulary 30) with AWD-LSTM's drop probabilities (embedding 0.4, between layers 0.25,
 before the decoder 0.4) and masks locked across time steps, trained briefly with that dropout
-(:func:`dropcheck.lstm_eval.train`: 40 Adam steps quick, 400 full) on the demo corpus
-(:func:`dropcheck.data.markov_corpus`) — at initialization its predictions are near-uniform and
+(:func:`dropcheck.lm.train`: 40 Adam steps quick, 400 full) on the demo corpus
+(:func:`dropcheck.lm.markov_corpus`) — at initialization its predictions are near-uniform and
 every regularizer is tiny and nearly quadratic, which tests little — and measured on a held-out
 window:
 
@@ -24,9 +24,10 @@ window:
   regularizer to the wrong dropout).
 - **Implicit.**  The exact ``Cov(ξ_approx)`` of the window's summed gradient
   (:func:`dropcheck.implicit.xi_approx_cov`, linear in η) against ``Cov(ξ̃_drop)/2`` sampled
-  (:func:`dropcheck.lstm_eval.xi_tilde`), both projected on random directions: relative
-  Frobenius error, its sampling floor (:func:`dropcheck.covariance.sampling_floor`) and the
-  trace ratio.  Rule: the error with the sampling floor removed in quadrature ≤ 0.25.
+  (:func:`dropcheck.implicit.xi_tilde`, ``reduction="sum"``), both projected on random
+  directions: relative Frobenius error, its sampling floor
+  (:func:`dropcheck.covariance.sampling_floor`) and the trace ratio.  Rule: the error with
+  the sampling floor removed in quadrature ≤ 0.25.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ from dropcheck.verification._common import fmt
 from dropcheck.verification._registry import Context, Measurement, claim
 
 import dropcheck.covariance as cv
+import dropcheck.explicit as ex
 import dropcheck.implicit as im
-from dropcheck import lstm_eval as le
-from dropcheck.data import markov_corpus
+from dropcheck.lm import markov_corpus, train
 from dropcheck.models.lstm import LSTM
 
 _Q = {"emb": 0.4, "h1": 0.25, "out": 0.4}
@@ -59,7 +60,7 @@ def _setup(ctx: Context) -> tuple[LSTM, Any, Any, dict[str, Any]]:
     tokens, lang = markov_corpus(8 * 20 * 25 + n * T + 1, 30, seed=int(rng.integers(2**31)))
     model = LSTM.random(30, 16, 32, 2, rng=rng, seed=None)
     cfg["loss_init"] = float(np.log(30))
-    model = le.train(model, tokens[: 8 * 20 * 25], _Q, steps=cfg["train"], batch=8, bptt=20,
+    model = train(model, tokens[: 8 * 20 * 25], _Q, steps=cfg["train"], batch=8, bptt=20,
                      seed=int(rng.integers(2**31)))
     held = tokens[8 * 20 * 25 :]
     x = held[: n * T].reshape(n, T)
@@ -71,11 +72,11 @@ def _setup(ctx: Context) -> tuple[LSTM, Any, Any, dict[str, Any]]:
 
 def _explicit(ctx: Context, model: LSTM, x: Any, y: Any, cfg: dict[str, int]) -> dict:
     rng = ctx.rng("S1-explicit")
-    exact = float(np.sum(le.r_approx_exact(model, x, y, q=_Q)))
-    per_step = float(np.sum(le.r_approx_exact(model, x, y, q=_Q, form="per_step")))
-    sam = le.r_approx_sampled(model, x, y, samples=cfg["labels"], rng=rng, q=_Q, chunk=100)
+    exact = float(np.sum(ex.r_approx_factor(model, x, y, q=_Q)))
+    per_step = float(np.sum(ex.r_approx_factor(model, x, y, q=_Q, form="per_step")))
+    sam = ex.r_approx_sampled(model, x, y, cfg["labels"], rng, q=_Q, chunk=100)
     sam_v, sam_se = float(np.sum(sam.value)), float(np.sqrt(np.sum(sam.stderr**2)))
-    mc = le.r_drop_mc(model, x, y, _Q, samples=cfg["mc"], rng=rng, chunk=250)
+    mc = ex.r_drop_sampled(model, x, y, _Q, cfg["mc"], rng, chunk=250)
     r, se = float(np.sum(mc.value)), float(np.sqrt(np.sum(mc.stderr**2)))
     rel = exact / r - 1.0
     rel_se = exact / r**2 * se  # delta method; the MC error dominates (R_approx is exact)
@@ -98,8 +99,8 @@ def _implicit(ctx: Context, model: LSTM, x: Any, y: Any, cfg: dict[str, int]) ->
     approx = np.sum(np.asarray(im.xi_approx_cov(model, x, y, _Q, directions=V)), axis=0)
     draws = []
     for i in range(0, cfg["xi"], 50):
-        t = np.asarray(le.xi_tilde(model, x, y, _Q, draws=min(50, cfg["xi"] - i), rng=rng,
-                                   chunk=50))
+        t = np.asarray(im.xi_tilde(model, x, y, _Q, rng, min(50, cfg["xi"] - i),
+                                   reduction="sum", chunk=50))
         draws.append(t @ V / math.sqrt(2.0))  # Cov(ξ̃/√2) = Cov(ξ_drop) of the summed gradient
     est = cv.sample_covariance(np.concatenate(draws), mean=0.0)
     rel = float(cv.relative_frobenius_error(approx, est.value))

@@ -1,12 +1,18 @@
-"""Token corpora for :mod:`dropcheck.lstm_eval`: the built-in demo language and token files.
+"""Deprecated alias of :mod:`dropcheck.lm.corpus` (the corpora moved out of the core).
 
-- :func:`markov_corpus` generates the demo corpus offline (no download, no data file): a
-  synthetic language with known structure and a known entropy rate (:class:`MarkovLanguage`).
-- :func:`load_tokens` reads a user's corpus: a ``.npy`` file holding a 1-D integer array, or a
-  text file of whitespace-separated non-negative integer token ids (any line breaks).
+``from dropcheck.data import markov_corpus, load_tokens`` keeps working and warns once with a
+:class:`DeprecationWarning`; import them from :mod:`dropcheck.lm` instead.
 """
 
-from dropcheck.data.markov import MarkovLanguage, markov_corpus
-from dropcheck.data.tokens import load_tokens
+import warnings
+
+from dropcheck.lm.corpus import MarkovLanguage, load_tokens, markov_corpus
 
 __all__ = ["MarkovLanguage", "markov_corpus", "load_tokens"]
+
+warnings.warn(
+    "dropcheck.data moved to dropcheck.lm (dropcheck.lm.corpus); import markov_corpus and "
+    "load_tokens from there",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -67,16 +67,28 @@ class Problem:
         return a[0, ...] if self.single else a
 
 
-def setup(model: Model, x: Any, y: Any, sites: Iterable[str] | str | None) -> Problem:
-    """Validate ``x``, ``y`` (None: no targets needed) and ``sites``; run the clean forward pass."""
+def setup(
+    model: Model,
+    x: Any,
+    y: Any,
+    sites: Iterable[str] | str | None,
+    *,
+    per_step: bool = False,
+) -> Problem:
+    """Validate ``x``, ``y`` (None: no targets needed) and ``sites``; run the clean forward pass.
+
+    The trace uses the model's context (:meth:`~dropcheck.models.Model.with_context`: an LSTM
+    window's carried state and weight mask).  Estimators written with unit noise tangents need
+    one noise entry per unit (a mask locked along the site axes); those written only with
+    ``noise_adjoint`` pass ``per_step=True`` and accept either :attr:`~Model.mask`.
+    """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a dropcheck Model (MLP, Linear, ...), got {type(model)!r}")
-    mask = getattr(model, "mask", "locked")
-    if mask != "locked":
+    if model.mask != "locked" and not per_step:
         raise ValueError(
-            f"dropcheck.explicit needs one noise entry per unit of a site (a mask shared by "
-            f"every position), got a model with mask={mask!r}; use model.with_mask('locked'), "
-            f"or dropcheck.lstm_eval for per-step masks"
+            f"this estimator needs one noise entry per unit of a site (a mask shared along the "
+            f"site axes), got a model with mask={model.mask!r}; use model.with_mask('locked'), "
+            f"or r_approx_sampled / r_approx_factor / r_drop_sampled, which take per-step masks"
         )
     x2, single = model.check_x(x)
     names = model.check_sites(sites)
@@ -103,6 +115,14 @@ def require_label_distribution(model: Model, what: str) -> None:
             f"only cross-entropy has it, this model's loss is {model.loss.name!r}. Use "
             f"r_approx(...) (exact) or r_approx_probe(..., labels='full') instead."
         )
+
+
+def sum_squares(a: Any, lead: int = 3) -> Any:
+    """``Σ a²`` over every axis after the first ``lead`` ones (``(k, B, n)`` by default)."""
+    from dropcheck.backend import namespace
+
+    xp = namespace(a)
+    return xp.sum(xp.reshape(a * a, (*a.shape[:lead], -1)), axis=-1)
 
 
 def sample_labels(rng: Any, p: Any, samples: int, xp: Any) -> Any:

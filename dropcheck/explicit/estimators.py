@@ -15,6 +15,18 @@ r"""Unbiased estimators of ``R_approx`` (4.4) that avoid the ``c×c`` Hessian or
 
 Each returns a :class:`~dropcheck.montecarlo.Estimate` (value and standard error, per example).
 :func:`compare_estimators` measures their variance per unit of cost.
+
+**Sequence models, masks and strengths.**  The estimators written with ``noise_adjoint`` only
+(:func:`r_approx_sampled`, :func:`r_approx_factor`, :func:`r_drop_sampled`) take either mask
+form of the site protocol (:attr:`~dropcheck.models.Model.mask`): with a mask *locked* along
+the site axes (an LSTM's time steps, ``E[δ_t δ_{t'}ᵀ] = (q/(1−q)) diag(h_t ⊙ h_{t'})``) the
+noise gradient is ``Σ_t (uᵀJ_t)_k h_{tk}`` and a site's term is ``Σ_k (Σ_t u_{tk} h_{tk})²``;
+*per step* it is ``Σ_t Σ_k (u_{tk} h_{tk})²``.  ``form=`` computes either whatever the model's
+mask (to measure the cost of assuming the wrong one).  With ``q`` the site terms are weighted by
+:func:`~dropcheck.explicit.strength` ``q_i/(2(1−q_i))``: an estimate of ``R_drop``.  A
+window's carried state and DropConnect mask come with the model
+(:meth:`~dropcheck.models.Model.with_context`).  ``chunk`` bounds the draws (label samples,
+factor columns, masks) of one sweep; the result does not depend on it beyond rounding.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dropcheck._validate import check_choice, check_positive_int
+from dropcheck._validate import check_choice, check_positive_int, check_q_sites
 from dropcheck.backend import make_rng
 from dropcheck.explicit._common import (
     Metric,
@@ -35,32 +47,66 @@ from dropcheck.explicit._common import (
     require_label_distribution,
     sample_labels,
     setup,
+    sum_squares,
 )
 from dropcheck.explicit.gauss_newton import r_approx
+from dropcheck.explicit.taylor import strength
 from dropcheck.losses import softmax
-from dropcheck.models._base import Model
+from dropcheck.models._base import MASKS, Model
 from dropcheck.montecarlo import Estimate
 
 __all__ = [
     "r_hat",
     "r_approx_sampled",
     "r_approx_probe",
+    "r_approx_sampled_terms",
+    "r_approx_factor",
+    "r_drop_sampled",
     "compare_estimators",
     "EstimatorCost",
     "EstimatorComparison",
 ]
 
 
+def _weights(names: tuple[str, ...], q: Any) -> dict[str, float]:
+    """Per-site weights: 1 without ``q``, else :func:`strength` ``(q_i)``."""
+    if q is None:
+        return dict.fromkeys(names, 1.0)
+    return {s: strength(v) for s, v in check_q_sites(q, names).items()}
+
+
+def _forms(model: Model, form: str | None) -> str:
+    return model.mask if form is None else check_choice(form, MASKS, "form")
+
+
+def _r_hat_terms(
+    pb: Problem, labels: Any, forms: tuple[str, ...], weights: dict[str, float]
+) -> dict[str, dict[str, Any]]:
+    """Weighted site terms of ``R̂`` for labels ``(S, n, *X)``, ``(S, n)`` per form and site.
+
+    One batched reverse sweep to the sites serves every form (:meth:`Model.noise_terms`).
+    """
+    model = pb.model
+    g = model.loss.grad(pb.tr.logits, labels)  # (S, n, *X, c): p − e_ŷ
+    adj, _ = model.backward(pb.tr, g[:, None, ...], sites=pb.sites)
+    out: dict[str, dict[str, Any]] = {}
+    for f in forms:
+        na = model.noise_terms(pb.tr, adj, pb.sites, form=f)  # (S, 1, n, [*X,] d) per site
+        out[f] = {s: weights[s] * sum_squares(na[s])[:, 0, ...] for s in pb.sites}
+    return out
+
+
+def _total(terms: dict[str, Any]) -> Any:
+    total = None
+    for v in terms.values():
+        total = v if total is None else total + v
+    return total
+
+
 def _r_hat_draws(pb: Problem, labels: Any) -> Any:
     """``R̂`` for labels ``(S, n)``: ``(S, n)``, one batched reverse sweep to the noise."""
-    xp, model = pb.xp, pb.model
-    g = model.loss.grad(pb.tr.logits, labels)  # (S, n, c): p − e_ŷ
-    na = model.noise_adjoint(pb.tr, g[:, None, ...], pb.sites)  # (S, 1, n, d) per site
-    total = None
-    for s in pb.sites:
-        part = xp.sum(na[s] * na[s], axis=-1)[:, 0, ...]
-        total = part if total is None else total + part
-    return total
+    f = pb.model.mask
+    return _total(_r_hat_terms(pb, labels, (f,), dict.fromkeys(pb.sites, 1.0))[f])
 
 
 def r_hat(
@@ -108,6 +154,54 @@ def _sampled_draws(pb: Problem, samples: int, rng: Any) -> Any:
     return _r_hat_draws(pb, sample_labels(rng, p, samples, pb.xp))
 
 
+def _sampled_terms(
+    pb: Problem,
+    samples: int,
+    rng: Any,
+    forms: tuple[str, ...],
+    weights: dict[str, float],
+    chunk: int | None,
+) -> dict[str, dict[str, Any]]:
+    """Site terms of ``samples`` label draws, ``chunk`` per reverse sweep: ``(samples, n)``."""
+    xp = pb.xp
+    p = softmax(pb.tr.logits[0, ...], xp)  # (n, *X, c)
+    step = samples if chunk is None else check_positive_int(chunk, "chunk")
+    parts: list[dict[str, dict[str, Any]]] = []
+    for start in range(0, samples, step):
+        k = min(step, samples - start)
+        parts.append(_r_hat_terms(pb, sample_labels(rng, p, k, xp), forms, weights))
+    if len(parts) == 1:
+        return parts[0]
+    return {f: {s: xp.concat([d[f][s] for d in parts], axis=0) for s in pb.sites}
+            for f in forms}
+
+
+def r_approx_sampled_terms(
+    model: Model,
+    x: Any,
+    samples: int,
+    rng: Any,
+    *,
+    sites: Iterable[str] | str | None = None,
+    q: Any = None,
+    forms: Iterable[str] | None = None,
+    chunk: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The draws of :func:`r_approx_sampled` per site and mask form: ``{form: {site: (S, n)}}``.
+
+    ``S = samples`` label sequences ``ŷ ~ softmax(F(x))`` drawn from ``rng``, ``chunk`` per
+    reverse sweep (all at once by default); one sweep serves every form in ``forms`` (default:
+    the model's mask; module doc).  With ``q`` each site's draws are weighted by
+    ``strength(q_i)``.  What a corpus evaluation sums over sequences and sites.  Needs
+    cross-entropy.
+    """
+    samples = check_positive_int(samples, "samples")
+    require_label_distribution(model, "r_approx_sampled_terms")
+    pb = setup(model, x, None, sites, per_step=True)
+    fs = (model.mask,) if forms is None else tuple(_forms(model, f) for f in forms)
+    return _sampled_terms(pb, samples, make_rng(None, rng), fs, _weights(pb.sites, q), chunk)
+
+
 def r_approx_sampled(
     model: Model,
     x: Any,
@@ -115,18 +209,124 @@ def r_approx_sampled(
     samples: int,
     rng: Any,
     sites: Iterable[str] | str | None = None,
-) -> Estimate:
+    *,
+    q: Any = None,
+    form: str | None = None,
+    per_site: bool = False,
+    chunk: int | None = None,
+) -> Any:
     """Sampled-label estimate of ``R_approx`` (4.4, no constant): ``samples`` labels per example.
 
     Labels ``ŷ ~ softmax(F(x))`` are drawn from ``rng`` (a numpy or cupy Generator); each costs
-    one reverse sweep, all draws batched.  Returns the mean of ``R̂`` over the draws and its
-    standard error, per example ``(n,)`` (``nan`` error for ``samples = 1``).  ``y`` is checked
-    but not used: the estimator draws its labels from the model.  Needs cross-entropy.
+    one reverse sweep, ``chunk`` draws per sweep (default all).  Returns the mean of ``R̂`` over
+    the draws and its standard error, per example ``(n,)`` (``nan`` error for ``samples = 1``).
+    ``y`` is checked but not used: the estimator draws its labels from the model.  With ``q``
+    (float or dict) the sites are weighted by ``strength(q_i)``: an estimate of ``R_drop``.
+    ``form``: the mask form of the noise gradient (module doc; default the model's).
+    ``per_site=True`` returns a dict site -> :class:`Estimate`.  Needs cross-entropy.
     """
     samples = check_positive_int(samples, "samples")
     require_label_distribution(model, "r_approx_sampled")
-    pb = setup(model, x, y, sites)
-    return _estimate(_sampled_draws(pb, samples, make_rng(None, rng)), pb.xp, pb.single)
+    pb = setup(model, x, y, sites, per_step=True)
+    f = _forms(model, form)
+    terms = _sampled_terms(pb, samples, make_rng(None, rng), (f,), _weights(pb.sites, q),
+                           chunk)[f]
+    if per_site:
+        return {s: _estimate(v, pb.xp, pb.single) for s, v in terms.items()}
+    return _estimate(_total(terms), pb.xp, pb.single)
+
+
+def r_approx_factor(
+    model: Model,
+    x: Any,
+    y: Any,
+    sites: Iterable[str] | str | None = None,
+    *,
+    q: Any = None,
+    form: str | None = None,
+    per_site: bool = False,
+    chunk: int | None = None,
+) -> Any:
+    r"""``R_approx`` (4.4) exactly by the factor route, in either mask form, per example ``(n,)``.
+
+    .. math:: R_{approx} = \sum_i \sum_r ig\|∂⟨a_r, F⟩/∂η_iig\|^2,
+              \qquad H_{out} = \sum_r a_r a_r^	op
+
+    with ``a_r`` the columns of :meth:`~dropcheck.losses.Loss.hessian_factor` placed per logit
+    vector (``c·prod(X)`` columns: ``T·V`` for a sequence model), ``chunk`` columns per reverse
+    sweep (default all).  The noise gradient is that of ``form`` (module doc), so this is the
+    exact reference of :func:`r_approx_sampled` for locked and per-step masks alike; for a
+    locked mask it equals :func:`~dropcheck.explicit.r_approx` (``route="vjp"``).  ``q``:
+    weights ``strength(q_i)``; ``per_site``: a dict ``site -> (n,)``.  Small vocabularies only.
+    """
+    pb = setup(model, x, y, sites, per_step=True)
+    f = _forms(model, form)
+    w = _weights(pb.sites, q)
+    xp = pb.xp
+    cols = Metric(pb, "loss").columns()  # (r, 1, n, *X, c)
+    r = cols.shape[0]
+    step = r if chunk is None else check_positive_int(chunk, "chunk")
+    acc: dict[str, Any] = {}
+    for start in range(0, r, step):
+        na = model.noise_adjoint(pb.tr, cols[start : start + step, ...], pb.sites, form=f)
+        for s in pb.sites:
+            v = xp.sum(sum_squares(na[s]), axis=0)[0, ...]
+            acc[s] = v if s not in acc else acc[s] + v
+    terms = {s: pb.squeeze(w[s] * acc[s]) for s in pb.sites}
+    return terms if per_site else _total(terms)
+
+
+def r_drop_sampled(
+    model: Model,
+    x: Any,
+    y: Any,
+    q: Any,
+    samples: int,
+    rng: Any,
+    *,
+    sites: Iterable[str] | str | None = None,
+    control_variate: bool = True,
+    chunk: int | None = None,
+) -> Estimate:
+    r"""Monte-Carlo ``R_drop = E_η ℓ(F(x, η)) − ℓ(F(x))`` per example ``(n,)`` with its s.e.
+
+    Masks of the model's form (:meth:`~dropcheck.models.Model.sample_noise_for`; per step too),
+    independent per example, ``chunk`` draws per forward pass (default: the engine's budget),
+    drawn in order from ``rng``.  Each draw contributes
+
+    .. math:: ℓ(F(x, η)) − ℓ(F(x)) − ig⟨∂_η ℓ|_{η=0},\ ηig⟩,
+
+    the last term (with ``control_variate``, default) having mean exactly 0 (``E[η] = 0``): it
+    removes the first-order fluctuation ``J_loss δ`` that dominates the variance, so the
+    estimate stays unbiased with a much smaller standard error.  Without it the draws are those
+    of :func:`dropcheck.montecarlo.explicit_regularizer`.
+    """
+    from dropcheck import _engine
+
+    samples = check_positive_int(samples, "samples", minimum=2)
+    pb = setup(model, x, y, sites, per_step=True)
+    qd = check_q_sites(q, pb.sites)
+    gen = make_rng(None, rng)
+    xp, n = pb.xp, pb.n
+    clean = model.loss.value(pb.tr.logits, pb.y)  # (1, n)
+    lin = None
+    if control_variate:
+        lin = model.noise_adjoint(pb.tr, model.loss.grad(pb.tr.logits, pb.y)[None, ...],
+                                  pb.sites)
+
+    def draw(b: int) -> Any:
+        noise = model.sample_noise_for(gen, pb.x, qd, b, sites=pb.sites)
+        v = model.loss.value(model.trace(pb.x, noise).logits, pb.y) - clean  # (b, n)
+        if lin is not None:
+            for s, e in noise.items():
+                v = v - xp.sum(xp.reshape(lin[s][0] * e, (b, n, -1)), axis=-1)
+        return v
+
+    if chunk is None:  # a draw keeps the logits and the site values of every example
+        per = n * pb.outputs * (2 * model.n_classes + 6 * sum(model.widths.values()))
+        chunk = _engine.chunk_items(per, cap=samples)
+    step = check_positive_int(chunk, "chunk")
+    return _estimate(_engine.map_draws(draw, samples, step, xp), xp, pb.single)
 
 
 def _probe_draws(pb: Problem, probes: int, rng: Any, labels: str) -> Any:

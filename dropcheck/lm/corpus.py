@@ -1,12 +1,26 @@
-"""Reading a corpus of token ids from a file (host numpy; the caller moves it to a device)."""
+"""Token corpora: the built-in demo language, token files, truncated-BPTT windows.
+
+- :func:`markov_corpus` generates the demo corpus offline (no download, no data file): a
+  synthetic language with known structure and a known entropy rate (:class:`MarkovLanguage`,
+  :mod:`dropcheck.lm.markov`).
+- :func:`load_tokens` reads a user's corpus: a ``.npy`` file holding a 1-D integer array, or a
+  text file of whitespace-separated non-negative integer token ids (any line breaks).
+- :func:`windows` cuts a stream into AWD-LSTM's truncated-BPTT windows.
+
+Host numpy in, host numpy out; the caller moves windows to a device.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["load_tokens"]
+from dropcheck.lm.markov import MarkovLanguage, markov_corpus
+
+__all__ = ["MarkovLanguage", "markov_corpus", "load_tokens", "windows"]
 
 
 def load_tokens(path: str | Path, vocab: int | None = None) -> np.ndarray:
@@ -47,3 +61,20 @@ def load_tokens(path: str | Path, vocab: int | None = None) -> np.ndarray:
             f"{path}: token id {int(ids.max())} is outside the vocabulary [0, {vocab})"
         )
     return ids
+
+
+def windows(tokens: Any, batch: int, bptt: int) -> Iterator[tuple[Any, Any]]:
+    """Truncated-BPTT windows of a token stream (AWD-LSTM's ``batchify`` + ``get_batch``).
+
+    The stream is cut into ``batch`` contiguous rows of ``N // batch`` tokens (the remainder is
+    dropped); windows of ``bptt`` columns give inputs ``x`` ``(batch, T)`` and next-token
+    targets ``y`` (the last window may be shorter).
+    """
+    tok = np.asarray(tokens)
+    cols = tok.shape[0] // batch
+    if cols < 2:
+        raise ValueError(f"{tok.shape[0]} tokens are too few for batch = {batch} rows")
+    data = tok[: cols * batch].reshape(batch, cols)
+    for i in range(0, cols - 1, bptt):
+        T = min(bptt, cols - 1 - i)
+        yield data[:, i : i + T], data[:, i + 1 : i + 1 + T]
