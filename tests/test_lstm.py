@@ -492,3 +492,176 @@ def test_corpus_evaluation_and_cli(tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_text("1 2 three")
     assert lm_cli(["--tokens", str(bad), "--no-progress"]) == 2
+
+
+# ----- the generic estimators with a window's context, against the unrolled oracle -----
+def _oracle_setup(c):
+    """The case's model with its carried state bound (its DropConnect mask is the model's)."""
+    st = c.state if c.state is not None else [(np.zeros((N, H)),) * 2] * 2
+    return c.model.with_context(state=c.state), [[(h[i], cc[i]) for h, cc in st]
+                                                 for i in range(N)]
+
+
+def _oracle_r_approx(c, states, site, form):
+    """``Σ_k t_kᵀ H_out t_k`` per sequence, ``t_k = ∂F/∂η_k`` by autograd on the oracle."""
+    out = np.zeros(N)
+    for i in range(N):
+        f = c.model  # only its sizes are used
+        shape = (f.widths[site],) if form == "locked" else (T, f.widths[site])
+
+        def logits(e, i=i):
+            return ref_logits(c.p, c.x[i], 2, mask=form, noise={site: e}, wn=c.wn,
+                              state=states[i])
+
+        J = autograd.jacobian(logits)(np.zeros(shape)).reshape(T, V, -1)  # (T, V, units)
+        z = logits(np.zeros(shape))
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        Hs = np.einsum("tv,vw->tvw", p, np.eye(V)) - np.einsum("tv,tw->tvw", p, p)
+        out[i] = np.einsum("tvk,tvw,twk->", J, Hs, J)
+    return out
+
+
+@pytest.mark.parametrize("name", ["per_step+tied+wdrop+state", "locked+tied+wdrop+state"])
+def test_generic_r_approx_with_state_and_weight_noise_matches_the_oracle(name):
+    """dc.explicit's factor route and sampled labels on an LSTM window with a carried state and
+    a DropConnect mask, in both mask forms, against autograd Jacobians of the unrolled oracle
+    contracted with H_out (float64; the same sums in another order: rtol 1e-9).  The sampled
+    estimate (2000 label draws, per-site strengths from q) must lie within 4 s.e. (false alarm
+    6e-5 per check for a normal statistic; seeded)."""
+    c = Case(name, seed=23)
+    m, states = _oracle_setup(c)
+    q = {"emb": 0.3, "h1": 0.2, "out": 0.4}
+    for form in ("locked", "per_step"):
+        want = {s: _oracle_r_approx(c, states, s, form) for s in m.site_names}
+        got = ex.r_approx_factor(m, c.x, c.y, form=form, per_site=True)
+        for s in m.site_names:
+            assert_close(got[s], want[s], rtol=1e-9, atol=1e-14)
+        total = sum(ex.strength(q[s]) * want[s] for s in m.site_names)
+        est = ex.r_approx_sampled(m, c.x, c.y, 2000, np.random.default_rng(24), q=q,
+                                  form=form, chunk=700)
+        assert np.all(np.abs(est.value - total) <= 4 * est.stderr), (form, est, total)
+    # without the bound state the value differs: the context reaches the estimator
+    assert not np.allclose(ex.r_approx_factor(c.model, c.x, c.y), ex.r_approx_factor(m, c.x, c.y))
+
+
+@pytest.mark.parametrize("mask", ["locked", "per_step"])
+def test_r_drop_sampled_with_state_and_weight_noise_matches_enumeration_of_the_oracle(mask):
+    """Monte-Carlo R_drop (control variate) at the decoder site of a 2-step window with a
+    carried state and a DropConnect mask, against the exact expectation over all masks of the
+    unrolled oracle (2^3 locked, 2^6 per-step masks per sequence); 4 s.e. band (false alarm
+    6e-5 per sequence; seeded)."""
+    rng = np.random.default_rng(25)
+    Tw, d, q = 2, 3, 0.3
+    base = LSTM.random(V, E_DIM, d, 2, mask=mask, seed=26, scale=2.0, sites=("out",))
+    wn = {f"U{l}": dc.noise.sample_eta(rng, (1, 4 * d, d), 0.3) for l in (1, 2)}
+    state = [(0.5 * rng.standard_normal((N, d)), 0.5 * rng.standard_normal((N, d)))
+             for _ in range(2)]
+    m = base.with_context(state=state, weight_noise=wn)
+    x, y = rng.integers(0, V, (N, Tw)), rng.integers(0, V, (N, Tw))
+    p = {k: np.asarray(v) for k, v in m.params.items()}
+    units = d if mask == "locked" else Tw * d
+    shape = (d,) if mask == "locked" else (Tw, d)
+    exact = np.zeros(N)
+    for i in range(N):
+        st = [(h[i], cc[i]) for h, cc in state]
+
+        def loss(e, i=i, st=st):
+            z = ref_logits(p, x[i], 2, mask=mask, noise={"out": e}, wn={1: wn["U1"][0],
+                           2: wn["U2"][0]}, state=st)
+            return ref_loss(z, y[i])
+
+        clean = loss(np.zeros(shape))
+        for bits in range(2**units):
+            keep = np.array([(bits >> k) & 1 for k in range(units)], dtype=float)
+            prob = np.prod(np.where(keep == 1, 1 - q, q))
+            eta = np.where(keep == 1, q / (1 - q), -1.0).reshape(shape)
+            exact[i] += prob * (loss(eta) - clean)
+    est = ex.r_drop_sampled(m, x, y, q, 20000, np.random.default_rng(27), chunk=5000)
+    assert np.all(np.abs(est.value - exact) <= 4 * est.stderr), (est, exact)
+
+
+@pytest.mark.parametrize("name", ["per_step+tied+wdrop+state", "locked+tied+wdrop+state"])
+def test_generic_xi_summed_over_sequences_matches_the_oracle(name):
+    """dc.implicit.xi_approx and xi_tilde with reduction="sum" (summed inside the sweep) on an
+    LSTM window with a carried state and a DropConnect mask, against the oracle: ξ_approx as a
+    central difference in ε of autograd's ∇_W Σ_i ℓ(F(x_i, εη_i)) (h = 1e-5: truncation
+    ~h²·|∂³| ≈ 1e-10, rounding ~1e-16/h ≈ 1e-11 relative; rtol 1e-6), ξ̃ as the difference of
+    two autograd gradients (same sums in another order: rtol 1e-9).  The η are redrawn from the
+    same seed (the documented order: per site, draws in a chunk, pairs j and b+j)."""
+    c = Case(name, seed=28)
+    m, states = _oracle_setup(c)
+    order = list(m.params)
+    shapes = {k: c.p[k].shape for k in order}
+
+    def unflat(v):
+        out, j = {}, 0
+        for k in order:
+            size = int(np.prod(shapes[k]))
+            out[k] = anp.reshape(v[j : j + size], shapes[k])
+            j += size
+        return out
+
+    def total_loss(v, noise):
+        pp = unflat(v)
+        return sum(ref_loss(ref_logits(pp, c.x[i], 2, mask=m.mask,
+                                       noise={s: e[i] for s, e in noise.items()}, wn=c.wn,
+                                       state=states[i]), c.y[i]) for i in range(N))
+
+    grad = autograd.grad(total_loss)
+    w = flat(c.p, order)
+    q = 0.3
+    xi = im.xi_approx(m, c.x, c.y, q, 31, draws=1, reduction="sum")
+    eta = m.sample_noise_for(np.random.default_rng(31), c.x, q, 1)
+    h = 1e-5
+    want = (grad(w, {s: h * e[0] for s, e in eta.items()})
+            - grad(w, {s: -h * e[0] for s, e in eta.items()})) / (2 * h)
+    assert_close(xi[0], want, rtol=1e-6, atol=1e-10)
+    pair = im.xi_tilde(m, c.x, c.y, q, 32, draws=2, reduction="sum", chunk=2)
+    eta2 = m.sample_noise_for(np.random.default_rng(32), c.x, q, 4)  # pairs (0, 2), (1, 3)
+    for j in range(2):
+        want2 = (grad(w, {s: e[j] for s, e in eta2.items()})
+                 - grad(w, {s: e[2 + j] for s, e in eta2.items()}))
+        assert_close(pair[j], want2, rtol=1e-9, atol=1e-12)
+
+
+def test_protocol_features_have_defaults_and_the_lstm_declares_its_own():
+    """The documented optional protocol features: an MLP keeps the defaults (locked, no site
+    axes, no context, no weight-noise sites, per-example reduction by summing), the LSTM
+    declares its own; summing inside BPTT equals summing the per-sequence gradients (same
+    sums in another order: rtol 1e-10)."""
+    mlp = dc.models.MLP.random([3, 4, 2], seed=0)
+    assert (mlp.mask, mlp.site_axes, mlp.context_names, mlp.weight_noise_sites) == (
+        "locked", 0, (), ())
+    assert mlp.with_context(state=None) is mlp
+    with pytest.raises(ValueError, match="context"):
+        mlp.with_context(state=[(0, 0)])
+    xm = np.random.default_rng(0).standard_normal((5, 3))
+    assert mlp.noise_shape_for("h1", xm, 2) == (2, 5, 4)
+    m = LSTM.random(V, E_DIM, H, 2, seed=30, mask="per_step")
+    assert (m.site_axes, m.context_names, m.weight_noise_sites) == (
+        1, ("state", "weight_noise"), ("U1", "U2"))
+    x, y = np.random.default_rng(1).integers(0, V, (N, T)), np.zeros((N, T), dtype=int)
+    assert m.noise_shape_for("h1", x, 3) == (3, N, T, H)
+    assert m.with_mask("locked").noise_shape_for("h1", x, 3) == (3, N, H)
+    tr = m.trace(x)
+    cot = m.loss.grad(tr.logits, y)[None, ...]
+    assert_close(m.param_gradient(tr, cot, per_example=False),
+                 np.sum(m.param_gradient(tr, cot), axis=-2), rtol=1e-10, atol=1e-14)
+    # the locked form of the noise gradient is the per-step one summed over time
+    adj, _ = m.backward(tr, cot, sites=m.site_names)
+    lock, step = (m.noise_terms(tr, adj, m.site_names, form=f) for f in ("locked", "per_step"))
+    for s in m.site_names:
+        assert_close(lock[s], np.sum(step[s], axis=-2), rtol=1e-12, atol=1e-15)
+
+
+def test_lstm_eval_is_a_deprecated_alias_that_warns_once():
+    import warnings
+
+    import dropcheck.lstm_eval as le
+
+    with pytest.warns(DeprecationWarning, match="lstm_eval.strength"):
+        assert le.strength(0.5) == ex.strength(0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert le.strength(0.2) == ex.strength(0.2)  # once only
