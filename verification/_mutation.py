@@ -57,7 +57,9 @@ def mutation_matrix(rows: list[Row], ctx: Context, *, progress: bool = True) -> 
             errors += [f"{mutant.name}:{r.claim.id}" for r in got if r.verdict == "ERROR"]
             bar.done(Row(claims[0], Measurement(mutant.name, None), mutant.name,
                          sum(r.seconds for r in got)))
-    judged = [r.claim.id for r in rows if r.claim.kind != "empirical"]
+    # a claim that deviates on the correct library cannot show a catch by its verdict alone
+    judged = [r.claim.id for r in rows if r.claim.kind != "empirical" and r.verdict == "PASS"]
+    deviating = [r.claim.id for r in rows if r.claim.kind != "empirical" and r.verdict != "PASS"]
     catching = {c for cs in caught_by.values() for c in cs}
     return {
         "matrix": matrix,
@@ -67,6 +69,7 @@ def mutation_matrix(rows: list[Row], ctx: Context, *, progress: bool = True) -> 
             "caught_by": caught_by,
             "uncaught_mutants": [k for k, v in caught_by.items() if not v],
             "claims_judged": judged,
+            "claims_not_passing_on_the_correct_library": deviating,
             "claims_catching_nothing": [c for c in judged if c not in catching],
             "errors": errors,
             "descriptions": {m.name: m.description for m, _ in todo},

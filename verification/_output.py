@@ -133,7 +133,7 @@ def print_matrix(mm: dict[str, Any], out: TextIO) -> None:
         cell = ", ".join(f"{cid} {v}" for cid, v in cells.items())
         print(f"  {name:32s} {mark:7s} {cell}", file=out)
     print(f"{s['mutants']} mutants, {s['mutants'] - len(s['uncaught_mutants'])} caught; "
-          f"{len(s['claims_judged'])} non-empirical claims judged, "
+          f"{len(s['claims_judged'])} non-empirical claims passing, "
           f"{len(s['claims_judged']) - len(s['claims_catching_nothing'])} catch at least one "
           "mutant", file=out)
     if s["uncaught_mutants"]:
@@ -141,5 +141,8 @@ def print_matrix(mm: dict[str, Any], out: TextIO) -> None:
     if s["claims_catching_nothing"]:
         print("  claims that catch no mutant: " + ", ".join(s["claims_catching_nothing"]),
               file=out)
+    if s["claims_not_passing_on_the_correct_library"]:
+        print("  not judged (their verdict on the correct library is not PASS): "
+              + ", ".join(s["claims_not_passing_on_the_correct_library"]), file=out)
     if s["errors"]:
         print("  measurements that raised under a mutant: " + ", ".join(s["errors"]), file=out)

@@ -26,7 +26,7 @@ Kind = Literal["identity", "approximation", "empirical"]
 
 #: Order of the claim catalogue in paper-notes.md; unknown IDs sort after these.
 CATALOGUE = (
-    "N1 N2 D1 D2 D3 E1 E2 E3 E4 E5 E6 E7 I1 I2 T1 L1 L2 L3 X1 X2 X3 X4 S1"
+    "N1 N2 D1 D2 D3 E1 E2 E3 E3b E4 E5 E6 E7 I1 I2 T1 L1 L2 L3 X1 X2 X3 X4 S1"
 ).split()
 
 

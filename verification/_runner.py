@@ -122,11 +122,11 @@ def select(ids: list[str] | None) -> list[Claim]:
     claims = all_claims()
     if ids:
         wanted = {i.strip().upper() for i in ids}
-        unknown = wanted - {c.id for c in claims}
+        unknown = wanted - {c.id.upper() for c in claims}
         if unknown:
             known = ", ".join(c.id for c in claims)
             raise ValueError(f"unknown claim IDs {sorted(unknown)}; registered: {known}")
-        claims = [c for c in claims if c.id in wanted]
+        claims = [c for c in claims if c.id.upper() in wanted]
     return claims
 
 

@@ -17,13 +17,17 @@ enumeration, up to width 1024.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from dropcheck.verification._common import fmt
+from dropcheck.verification._common import (
+    eta_second_moment,
+    fmt,
+    numeric_noise_hessian,
+)
 from dropcheck.verification._registry import Context, Measurement, claim, plot
 
 import dropcheck as dc
@@ -488,6 +492,32 @@ def measure_e1(ctx: Context) -> Measurement:
 
 
 # ----- E2 -----
+#: Central differences of ℓ(F(x, η)) (step 1e-4) are accurate to ~1e-7 relative (truncation and
+#: rounding both ~1e-8 for O(1) losses, see numeric_noise_hessian); 1e-5 leaves a factor 100.
+_FD_TOL = 1e-5
+_E2_QS = (0.1, 0.4, 0.8)
+
+
+def _e2_constant_check(cases: list) -> float:
+    """Max relative error of ``strength·R_approx`` and ``R_taylor`` against the independent term.
+
+    The term is ``½ Σ_k E[η_k²] ∂²ℓ/∂η_k²``: numeric derivatives, ``E[η²]`` from η's own law.
+    """
+    worst = 0.0
+    for net, x, y, site in cases:
+        h = numeric_noise_hessian(net, x, y, (site,))
+        diag = np.einsum("nkk->nk", h).sum(-1)  # Σ_k ∂²ℓ/∂η_k², (n,)
+        r_approx = np.asarray(ex.r_approx(net, x, y, sites=site))
+        for q in _E2_QS:
+            ref = 0.5 * eta_second_moment(q) * diag
+            scale = np.abs(ref).max()
+            worst = max(worst,
+                        float(np.abs(ex.strength(q) * r_approx - ref).max() / scale),
+                        float(np.abs(np.asarray(ex.taylor(net, x, y, q, sites=site)) - ref).max()
+                              / scale))
+    return worst
+
+
 def _e2_cases(ctx: Context) -> list[tuple[dc.Model, Any, Any, str]]:
     rng = ctx.rng("E2")
     cases = []
@@ -516,7 +546,9 @@ def _e2_cases(ctx: Context) -> list[tuple[dc.Model, Any, Any, str]]:
     source="Sec. 4.1, eq. 4.3",
     kind="identity",
     rule=f"max relative difference ≤ {_TOL:g} over MLPs (6 activations, depth 1–3, CE and "
-    "squared loss) and linear models, both R_approx routes",
+    "squared loss) and linear models, both R_approx routes; the constant checked independently: "
+    f"strength·R_approx vs ½ Σ_k E[η_k²] ∂²ℓ/∂η_k² (E[η²] from η's two-point law, the "
+    f"derivatives by central differences of ℓ(F(x, η))) ≤ {_FD_TOL:g} at q ∈ {list(_E2_QS)}",
 )
 def measure_e2(ctx: Context) -> Measurement:
     """Taylor against strength·R_approx at the last hidden layer; the remainder elsewhere."""
@@ -537,10 +569,13 @@ def measure_e2(ctx: Context) -> Measurement:
         sp = ex.hessian_split(net, x, y, q)
         ratios.append(float(np.abs(np.asarray(sp.total_remainder)).sum()
                             / np.abs(np.asarray(sp.total_gauss_newton)).sum()))
-    figure = (f"max rel. difference {fmt(worst)} over {len(cases)} nets; where a tanh follows "
+    const = _e2_constant_check(cases)
+    figure = (f"max rel. difference {fmt(worst)} over {len(cases)} nets; constant vs "
+              f"independent ½E[η²]∂²ℓ/∂η² {fmt(const)}; where a tanh follows "
               f"(site h1) |remainder|/|GN| median {fmt(float(np.median(ratios)))}")
-    return Measurement(figure, worst <= _TOL,
+    return Measurement(figure, worst <= _TOL and const <= _FD_TOL,
                        {"max_rel_error": worst, "cases": len(cases),
+                        "constant_vs_numeric_rel_error": const,
                         "remainder_over_gn_h1": ratios})
 
 
@@ -568,17 +603,71 @@ def _remainder_at_tiny_scales(ctx: Context) -> dict[str, np.ndarray]:
     return out
 
 
+_E3_TOL = 0.1  # "≈": median pooled error within 10% (the one-hidden-layer case meets it)
+
+
 @claim(
     "E3",
     statement="R_drop ≈ strength·R_approx (4.4) for deep nets, all sites",
     source="Sec. 4.1, eq. 4.4",
     kind="approximation",
-    rule="one hidden layer (the site feeds the decoder): median error ≤ 0.1 (it is Taylor's); "
-    "site h1 of bias-free nets: log-log slope in the weight scale ≥ 0.6 for s ≤ 0.3. Reported: "
-    "random init (all sites), depth, and biases ∝ s",
+    rule=f"every regime stated, median pooled error ≤ {_E3_TOL:g}: random init with all sites "
+    f"(q = 0.3), every depth L ≥ 2 of the depth sweep, and site h1 with biases ∝ s at the "
+    "smallest weight scale; the regimes where the premises hold are claim E3b",
 )
 def measure_e3(ctx: Context) -> Measurement:
     """Sweeps of depth and weight scale for the Gauss–Newton estimate."""
+    base = _e3_measure(ctx)
+    m = replace(base, values=dict(base.values))
+    v = m.values
+    deep = [float(e) for L, e in zip(v["depth"], v["median_vs_depth"], strict=True) if L >= 2]
+    judged = {"random_init_all_sites": float(v["random_init_median"]),
+              **{f"depth_{int(L)}": float(e) for L, e in zip(v["depth"],
+                                                              v["median_vs_depth"], strict=True)
+                 if L >= 2},
+              "site_h1_biases_prop_s_smallest_scale": float(v["median_vs_scale_biased"][0])}
+    m.passed = bool(all(e <= _E3_TOL for e in judged.values()) and deep)
+    m.values["judged_medians"] = judged
+    bad = [k for k, e in judged.items() if e > _E3_TOL]
+    if bad:
+        m.note = (f"Outside the stated law (median > {_E3_TOL:g}): " + ", ".join(bad) + ". "
+                  + m.note)
+    return m
+
+
+@claim(
+    "E3b",
+    statement="R_drop ≈ strength·R_approx where its premises hold: the site feeds the linear "
+    "decoder (one hidden layer), or bias-free nets as the weight scale → 0",
+    source="Sec. 4.1, eq. 4.4 (the regimes where the model-Hessian term vanishes)",
+    kind="approximation",
+    rule=f"one hidden layer: median error ≤ {_E3_TOL:g} (it is Taylor's); site h1 of bias-free "
+    "nets: log-log slope in the weight scale ≥ 0.6 for s ≤ 0.3",
+)
+def measure_e3b(ctx: Context) -> Measurement:
+    """The one-hidden-layer and bias-free small-scale regimes of the E3 sweeps."""
+    v = _e3_measure(ctx).values
+    dm = dict(zip((int(L) for L in v["depth"]), v["median_vs_depth"], strict=True))
+    one_layer = float(dm.get(1, float("nan")))
+    slope_nb = float(v["slope_scale_nobias"])
+    passed = bool(one_layer <= _E3_TOL and slope_nb >= 0.6)
+    figure = (f"one hidden layer: median {fmt(one_layer)}; bias-free site h1: slope in the weight "
+              f"scale {slope_nb:.2f} (median {fmt(float(v['median_vs_scale_nobias'][0]))} at "
+              f"s = {float(v['scale'][0]):g})")
+    return Measurement(figure, passed, {
+        "one_layer_median": one_layer, "slope_scale_nobias": slope_nb,
+        "median_vs_scale_nobias": v["median_vs_scale_nobias"], "scale": v["scale"],
+    })
+
+
+def _e3_measure(ctx: Context) -> Measurement:
+    """The E3 sweeps (cached per mode and seed) as one measurement, verdict left to the claim."""
+    return _e3_cached(ctx.quick, ctx.seed, ctx.outdir)
+
+
+@cache
+def _e3_cached(quick: bool, seed: int, outdir: Path | None) -> Measurement:
+    ctx = Context(quick=quick, seed=seed, outdir=outdir)
     eq, es, en, ed = (_experiment(ctx.quick, ctx.seed, k)
                       for k in ("q", "scale", "scale_nobias", "depth"))
     gn = "gauss_newton"
@@ -589,8 +678,7 @@ def measure_e3(ctx: Context) -> Measurement:
     slope_b = plots.loglog_slope(es.x[small_s], es.median(gn)[small_s])
     dm = ed.median(gn)
     tiny = _remainder_at_tiny_scales(ctx)
-    one_layer = float(dm[ed.x == 1][0]) if (ed.x == 1).any() else float("nan")
-    passed = bool(one_layer <= 0.1 and slope_nb >= 0.6)
+    passed = None  # judged by E3 and E3b
     figure = (
         f"random init, all sites: median {fmt(eq.median(gn)[i_base])} (90th "
         f"{fmt(eq.p90(gn)[i_base])}); vs depth "
@@ -639,19 +727,45 @@ def measure_e3(ctx: Context) -> Measurement:
 
 
 # ----- E4 -----
+_E4_QS = (0.005, 0.01, 0.02)  # small q: R_drop(all) − Σ_i R_drop(site i) should fall like q²
+_E4_SLOPE = (1.8, 2.2)
+
+
+def _interaction_slope(ctx: Context) -> tuple[float, np.ndarray]:
+    """Log-log slope in q of the pooled |R_drop(all sites) − Σ_i R_drop(site i)| (enumerated).
+
+    Independent masks make every third-order cross term vanish (E[η_i] = 0); the first that
+    does not is E[η_i²]E[η_j²] ∝ (q/(1−q))², so the difference is O(q²) while R_drop is O(q).
+    """
+    rng = ctx.rng("E4-interaction")
+    diffs = np.zeros(len(_E4_QS))
+    for _ in range(3 if ctx.quick else 8):
+        net = dc.MLP.random([4, 4, 4, 3], "tanh", sites=("x", "h1", "h2"), rng=rng, seed=None)
+        x, y = _inputs(rng, 3, 4, 3)
+        for i, q in enumerate(_E4_QS):
+            r_all = np.asarray(dc.exact.explicit_regularizer(net, x, y, q))
+            r_sum = sum(np.asarray(dc.exact.explicit_regularizer(net, x, y, q, sites=s))
+                        for s in net.site_names)
+            diffs[i] += float(np.abs(r_all - r_sum).sum())
+    return plots.loglog_slope(np.asarray(_E4_QS), diffs), diffs
+
+
 @claim(
     "E4",
     statement="multi-site dropout: second-order cross terms between sites vanish, so the "
     "regularizer is the sum over sites",
     source="Sec. 4.1 (multi-layer dropout), eq. 4.4",
     kind="identity",
-    rule=f"½E_η[ηᵀ∇²_η ℓ η] over all joint masks (full noise Hessian, cross blocks included) "
-    f"equals Σ_i R_taylor,i to ≤ {_TOL:g}; the cross part's expectation ≤ {_TOL:g}·|R_taylor|",
+    rule=f"the library's full noise Hessian (cross blocks included) equals a central-difference "
+    f"Hessian of ℓ(F(x, η)) to ≤ {_FD_TOL:g}; ½E_η[ηᵀ∇²_η ℓ η] over all joint masks equals "
+    f"Σ_i R_taylor,i to ≤ {_TOL:g}, its cross part ≤ {_TOL:g}·|R_taylor|; and R_drop(all sites) "
+    f"− Σ_i R_drop(site i) (exact enumeration) falls like q²: log-log slope over q ∈ "
+    f"{list(_E4_QS)} in [{_E4_SLOPE[0]}, {_E4_SLOPE[1]}]",
 )
 def measure_e4(ctx: Context) -> Measurement:
-    """Enumerate the joint masks of 2–3 sites against the exact noise Hessian."""
+    """Enumerate the joint masks of 2–3 sites against the noise Hessian, checked numerically."""
     rng = ctx.rng("E4")
-    worst = worst_cross = 0.0
+    worst = worst_cross = worst_fd = 0.0
     per_mask_cross, higher = [], []
     configs = [([4, 4, 4, 3], ("x", "h1", "h2")), ([5, 5, 5, 3], ("h1", "h2"))]
     reps = 2 if ctx.quick else 6
@@ -663,6 +777,8 @@ def measure_e4(ctx: Context) -> Measurement:
                 q = {s: float(rng.choice([0.1, 0.3, 0.5, 0.7])) for s in sites}
                 N = np.asarray(ex.noise_hessian(net, x, y))  # (n, D, D)
                 widths = {s: net.widths[s] for s in net.site_names}
+                num = numeric_noise_hessian(net, x, y, tuple(widths))
+                worst_fd = max(worst_fd, float(np.abs(N - num).max() / np.abs(num).max()))
                 off = N.copy()
                 i = 0
                 for d in widths.values():
@@ -686,21 +802,33 @@ def measure_e4(ctx: Context) -> Measurement:
                 r_sum = sum(np.asarray(dc.exact.explicit_regularizer(net, x, y, q[s], sites=s))
                             for s in sites)
                 higher.append(_pooled(r_sum, r_all))
-    passed = worst <= _TOL and worst_cross <= _TOL
-    figure = (f"max rel. error {fmt(worst)}; cross part of E[½ηᵀ∇²η] {fmt(worst_cross)} "
-              f"(per mask it is not 0: RMS {fmt(float(np.median(per_mask_cross)))}·|R_taylor|)")
+    slope, diffs = _interaction_slope(ctx)
+    passed = bool(worst <= _TOL and worst_cross <= _TOL and worst_fd <= _FD_TOL
+                  and _E4_SLOPE[0] <= slope <= _E4_SLOPE[1])
+    figure = (f"max rel. error {fmt(worst)}; noise Hessian vs central differences "
+              f"{fmt(worst_fd)}; cross part of E[½ηᵀ∇²η] {fmt(worst_cross)} "
+              f"(per mask it is not 0: RMS {fmt(float(np.median(per_mask_cross)))}·|R_taylor|); "
+              f"R_drop(all) − Σ R_drop(site) ∝ q^{slope:.2f}")
     note = ("Beyond second order the sites interact: Σ_i R_drop(site i) differs from R_drop(all "
             f"sites) by a pooled median {fmt(float(np.median(higher)))} (90th "
-            f"{fmt(float(np.percentile(higher, 90)))}) at random init (4th-order E[η_i²η_j²] "
-            "terms), which is an approximation, not part of the identity.")
+            f"{fmt(float(np.percentile(higher, 90)))}) at random init and q = 0.1–0.7 (4th-order "
+            "E[η_i²η_j²] terms); at small q the difference falls like q² (pooled |difference| "
+            f"{_pairs(_E4_QS, diffs)}), one order faster than R_drop itself.")
     return Measurement(figure, passed, {
         "max_rel_error": worst, "max_cross_expectation": worst_cross,
+        "noise_hessian_vs_numeric": worst_fd,
         "per_mask_cross_rms_median": float(np.median(per_mask_cross)),
         "sum_of_sites_vs_joint_r_drop_median": float(np.median(higher)),
+        "interaction_slope_in_q": slope, "interaction_pooled_abs": diffs,
     }, note=note)
 
 
 # ----- E5 -----
+#: |z| of a mean of ≥ 256 sampled-label draws per example, ≤ 16 examples: normal tail 5.7e-7 per
+#: example, so a false alarm ≤ 1e-5 per run.
+_E5_Z = 5.0
+
+
 @cache
 def _comparison(quick: bool, seed: int) -> tuple[ex.EstimatorComparison, list[int]]:
     ctx = Context(quick=quick, seed=seed)
@@ -720,7 +848,8 @@ def _comparison(quick: bool, seed: int) -> tuple[ex.EstimatorComparison, list[in
     kind="identity",
     rule=f"relative errors ≤ {_TOL:g}: Σ_ŷ p_ŷ g_ŷg_ŷᵀ vs diag(p)−ppᵀ, and the exact "
     "expectation over labels Σ_ŷ p_ŷ R̂(ŷ) vs R_approx; diag(p)−ppᵀ vs a central-difference "
-    "Hessian ≤ 1e-6",
+    f"Hessian ≤ 1e-6; the library's sampled-label estimator (r_approx_sampled) within "
+    f"|z| ≤ {_E5_Z:g} standard errors of the exact R_approx on every example",
 )
 def measure_e5(ctx: Context) -> Measurement:
     """Exact expectations over all labels on random nets, confident ones included."""
@@ -752,9 +881,9 @@ def measure_e5(ctx: Context) -> Measurement:
         (np.asarray(rows["sampled"].draws).mean(0) - np.asarray(comp.exact))
         / (np.asarray(rows["sampled"].draws).std(0, ddof=1)
            / math.sqrt(rows["sampled"].draws.shape[0])))))
-    passed = worst_h <= _TOL and worst_r <= _TOL and worst_fd <= 1e-6
+    passed = worst_h <= _TOL and worst_r <= _TOL and worst_fd <= 1e-6 and z <= _E5_Z
     figure = (f"H_out vs E[ggᵀ] {fmt(worst_h)}; E_ŷ R̂ vs R_approx {fmt(worst_r)}; finite "
-              f"differences {fmt(worst_fd)}")
+              f"differences {fmt(worst_fd)}; sampled R̂ max |z| {z:.2f}")
     cost = "; ".join(
         f"{k}: {r.products} products/draw, rel. var/draw {fmt(r.variance)}, var×products "
         f"{fmt(r.variance_per_product)}, {r.seconds * 1e3:.2g} ms/draw"
@@ -844,8 +973,10 @@ def measure_e6(ctx: Context) -> Measurement:
     "the regularizer",
     source="Sec. 5.2",
     kind="approximation",
-    rule="R_approx ≤ ½·R_identity for every example (λ_max(diag(p)−ppᵀ) ≤ ½, Popoviciu); the "
-    "ratio and its rank correlation with R_identity are reported",
+    rule="R_approx ≤ ½·R_identity for every example (λ_max(diag(p)−ppᵀ) ≤ ½, Popoviciu), and "
+    "the ratio R_approx/R_identity ∝ (1−p_y) as the prediction becomes confident: log-log slope "
+    "in 1−p_y ∈ [0.9, 1.1] for 1−p_y ≤ 0.1 (H_out = O(1−p_y), the identity does not fall); "
+    "the rank correlation with R_identity is reported",
 )
 def measure_e7(ctx: Context) -> Measurement:
     """Ratio and rank correlation of R_approx and the identity variant."""
@@ -866,7 +997,7 @@ def measure_e7(ctx: Context) -> Measurement:
     worst = float(max(ratio.max(), (r / ri).max()))
     conf = (om <= 0.1) & (om > 0)
     slope = plots.loglog_slope(om[conf], ratio[conf])
-    passed = bool(worst <= 0.5 * (1 + 1e-12))
+    passed = bool(worst <= 0.5 * (1 + 1e-12) and 0.9 <= slope <= 1.1)
     figure = (f"R_approx/R_I median {fmt(float(np.median(r / ri)))} at random init (max "
               f"{fmt(worst)} ≤ ½); Spearman ρ {rho:.2f}; ratio ∝ (1−p_y)^{slope:.2f} when "
               "confident")

@@ -466,6 +466,104 @@ def _i2_experiment(ctx: Context) -> dict[str, Any]:
     return _i2_cached(ctx.seed, ctx.quick)
 
 
+class _Scripted:
+    """A generator whose ``random(shape)`` hands out a fixed pattern of low/high uniforms.
+
+    Entry ``i`` of the pattern gives ``0.25`` (bit set) or ``0.75``: at ``q = ½`` a Bernoulli
+    mask entry (dropped when ``u < q``) and a Rademacher sign (``+`` when ``u < ½``) are both
+    fair coins decided by one bit, so the uniform average over all ``2^N`` patterns is the exact
+    expectation over the sampler's draws, whatever order the library consumes them in.
+    """
+
+    def __init__(self, bits: np.ndarray | None) -> None:
+        self.bits, self.used = bits, 0
+
+    def random(self, shape: Any) -> np.ndarray:
+        size = int(np.prod(shape))
+        if self.bits is None:  # counting mode: fair uniforms
+            self.used += size
+            return np.full(shape, 0.75)
+        if self.used + size > self.bits.size:
+            raise RuntimeError("the sampler asked for more uniforms than on the counting call")
+        out = np.where(self.bits[self.used:self.used + size], 0.25, 0.75).reshape(shape)
+        self.used += size
+        return out
+
+
+def _enumerate_sampler(call: Any, max_bits: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Exact mean and covariance of ``call(rng)`` ``(P,)`` over all patterns of its uniforms."""
+    probe = _Scripted(None)
+    call(probe)
+    N = probe.used
+    if N > max_bits:
+        raise RuntimeError(f"{N} uniforms per draw: too many to enumerate (≤ {max_bits})")
+    draws = []
+    for j in range(2**N):
+        rng = _Scripted(((j >> np.arange(N)) & 1).astype(bool))
+        draws.append(np.asarray(call(rng), dtype=float))
+        if rng.used != N:
+            raise RuntimeError("the sampler used a different number of uniforms per call")
+    g = np.stack(draws)
+    mean = g.mean(0)
+    return mean, (g - mean).T @ (g - mean) / g.shape[0]
+
+
+#: Central differences of the exact gradient (step 1e-5): truncation ~1e-10, rounding ~1e-11
+#: relative; the covariance built from them is good to ~1e-9, so 1e-6 leaves a wide margin.
+_FD_EPS, _I2_EXACT_TOL = 1e-5, 1e-6
+
+
+def _xi_approx_cov_fd(net: dc.MLP, x: Any, y: Any, q: float) -> np.ndarray:
+    """``Cov(ξ_approx)`` of the mini-batch mean from ``a_k = ∂/∂ε ∇_W ℓ(F(x, ε e_k))``.
+
+    Central differences of the exact gradient (:func:`dropcheck.exact.loss_gradients`) along
+    each unit's noise; ``E[η²]`` from η's two-point law.  Independent of
+    :mod:`dropcheck.implicit`'s ξ_approx code.
+    """
+    n = np.asarray(x).shape[0]
+    cols = []
+    for s in net.site_names:
+        d = net.widths[s]
+        for k in range(d):
+            e = np.zeros((2, n, d))
+            e[0, :, k], e[1, :, k] = _FD_EPS, -_FD_EPS
+            g = np.asarray(dc.exact.loss_gradients(net, net.trace(x, {s: e}), y))  # (2, n, P)
+            cols.append((g[0] - g[1]).mean(0) / (2 * _FD_EPS))  # mini-batch mean
+    a = np.stack(cols)  # (D, P)
+    var = q * 1.0 + (1 - q) * (q / (1 - q)) ** 2
+    return var * a.T @ a
+
+
+def _i2_exact(ctx: Context) -> dict[str, float]:
+    """The library's Algorithm 4 enumerated exactly against its stated covariance.
+
+    ``noise_injected_gradient(..., "approx")`` is run on every pattern of its uniforms
+    (:func:`_enumerate_sampler`, ``q = ½``); its mean must be ``∇ℓ_drop`` and its covariance
+    ``Cov(ξ_drop)/k + (1−1/k) Cov(ξ_approx)`` with ``Cov(ξ_approx)`` from central differences
+    (:func:`_xi_approx_cov_fd`); the library's ``xi_approx_cov`` is checked against the same.
+    """
+    rng = ctx.rng("I2-exact")
+    q = 0.5
+    worst = {"mean": 0.0, "cov": 0.0, "xi_approx_cov": 0.0}
+    for k, d in ((2, 3), (3, 2)):
+        net = dc.MLP.random([3, d, 3], sites=("h1",), rng=rng, seed=None)
+        x, y = rng.standard_normal((1, 3)), rng.integers(0, 3, 1)
+        ca = _xi_approx_cov_fd(net, x, y, q)
+        lib_ca = np.asarray(im.xi_approx_cov(net, x, y, q, reduction="mean"))
+        worst["xi_approx_cov"] = max(worst["xi_approx_cov"],
+                                     float(cv.relative_frobenius_error(lib_ca, ca)))
+        ref = np.asarray(dc.exact.dropout_k_cov(net, x, y, q, k)) + (1 - 1 / k) * ca
+        mean_ref = np.asarray(dc.exact.expected_gradient(net, x, y, q)).mean(0)
+        for kind in ("bernoulli", "rademacher"):
+            mean, cov = _enumerate_sampler(
+                lambda g, net=net, x=x, y=y, k=k, kind=kind: im.noise_injected_gradient(
+                    net, x, y, q, k, g, "approx", approx_noise=kind))
+            worst["mean"] = max(worst["mean"], float(np.linalg.norm(mean - mean_ref)
+                                                     / np.linalg.norm(mean_ref)))
+            worst["cov"] = max(worst["cov"], float(cv.relative_frobenius_error(cov, ref)))
+    return worst
+
+
 def _i2_sampled(ctx: Context) -> float:
     """Max |z| of Alg. 4 draws (public API) against ``Cov/k + (1−1/k) Cov(ξ_approx)``."""
     rng = ctx.rng("I2-sampled")
@@ -494,7 +592,11 @@ def _i2_sampled(ctx: Context) -> float:
     rule=f"for k ∈ {list(_KS)} and every family, the median relative Frobenius error of "
     "Cov(Alg. 4) vs Cov(DROPOUT_1), as a fraction of DROPOUT_k's (1 − 1/k), is < 1 at init "
     f"scale and ≤ {_I2_SMALL_TOL} at ×{_SMALL:g} weights; sampled Alg. 4 draws (Bernoulli and "
-    f"Rademacher) within |z| ≤ {_ZMAX:g} of Cov(ξ_drop)/k + (1−1/k) Cov(ξ_approx)",
+    f"Rademacher) within |z| ≤ {_ZMAX:g} of Cov(ξ_drop)/k + (1−1/k) Cov(ξ_approx); exact part "
+    "(else FAIL): noise_injected_gradient enumerated over every pattern of its uniforms "
+    "(q = ½, k = 2, 3) has mean ∇ℓ_drop and covariance Cov(ξ_drop)/k + (1−1/k) Cov(ξ_approx), "
+    "Cov(ξ_approx) from central differences of the exact gradient, and xi_approx_cov equals "
+    f"it, each to ≤ {_I2_EXACT_TOL:g}",
 )
 def measure_i2(ctx: Context) -> Measurement:
     """Exact covariances of Alg. 4 vs DROPOUT_1 over k, and a sampled check of the API."""
@@ -506,6 +608,8 @@ def measure_i2(ctx: Context) -> Measurement:
     small = max(float(np.max(v[j0])) for v in frac.values())
     ratio = max(float(np.max(v[j1])) for v in frac.values())
     z = _i2_sampled(ctx)
+    exact = _i2_exact(ctx)
+    exact_err = max(exact.values())
     written: list[str] = []
     path = ctx.plot_path("i2_error_vs_k")
     if path is not None:
@@ -518,7 +622,8 @@ def measure_i2(ctx: Context) -> Measurement:
         + "; ".join(f"{f} " + "/".join(fmt(v) for v in med[f][j1]) for f in _FAMILIES)
         + " (DROPOUT_k alone: " + "/".join(f"{1 - 1 / k:.2g}" for k in _KS) + "); "
         f"fraction of DROPOUT_k's error left: worst {ratio:.2g} at init, {small:.2g} at "
-        f"×{_SMALL:g} weights; sampled API max |z| {z:.2f}"
+        f"×{_SMALL:g} weights; sampled API max |z| {z:.2f}; enumerated Alg. 4 vs "
+        f"Cov/k + (1−1/k)·Cov(ξ_approx by differences) {fmt(exact_err)}"
     )
     values = {
         "ks": _KS, "scales": res["scales"], "q": _Q_SCALE,
@@ -526,8 +631,10 @@ def measure_i2(ctx: Context) -> Measurement:
         "median_trace_ratio_alg4": {f: np.median(res["trace"][f], axis=2) for f in _FAMILIES},
         "dropout_k_rel": 1 - 1 / ks, "worst_fraction_left_init": ratio,
         "worst_fraction_left_small": small, "sampled_max_z": z,
+        "exact_alg4_rel_error": exact,
     }
     note = ("Cov(Alg. 4) − Cov(DROPOUT_1) = (1 − 1/k)(Cov(ξ_approx) − Cov(ξ_drop)): the error is "
             "I1's error of the mini-batch covariance scaled by 1 − 1/k, so it approaches I1's "
             "as k grows.")
-    return Measurement(figure, passed, values, written, note)
+    return Measurement(figure, passed, values, written, note,
+                       exact=bool(exact_err <= _I2_EXACT_TOL))

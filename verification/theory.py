@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from dropcheck.verification._registry import Context, Measurement, claim, plot
 
-from dropcheck.theory import T1Result, t1_experiment
+import dropcheck.theory as th
+from dropcheck.theory import T1Result
 
 # Quick: ~1 s on two cores.  Full: ~20 s.  Sizes are chosen so that the mean gap stays
 # resolvable (several standard errors above 0) over most of the sweep: at d = 20 it falls
@@ -35,8 +36,64 @@ _FULL: dict[str, Any] = {
 _N_SE = 2.0  # standard errors allowed for in C and required of a gap used in a slope fit
 
 
-def _experiment(ctx: Context) -> T1Result:
-    return t1_experiment(rng=ctx.rng("T1"), **(_QUICK if ctx.quick else _FULL))
+#: Terms recomputed here agree with the library's to float64 rounding of means over ≤ 100
+#: examples and a few logs and powers (≤ 1e-13 relative); 1e-9 leaves room for the
+#: cancellation-free but differently ordered sums of 1 − p_k.
+_TERM_TOL = 1e-9
+
+
+def _experiment(ctx: Context, salt: str = "T1") -> T1Result:
+    return th.t1_experiment(rng=ctx.rng(salt), **(_QUICK if ctx.quick else _FULL))
+
+
+def _terms_by_hand(W: np.ndarray, X: np.ndarray, Y: np.ndarray, B: float, delta: float,
+                   A: float) -> dict[str, float]:
+    """Every term of Theorem 4.1 transcribed from the paper (eq. 4.7).
+
+    Independent of :func:`dropcheck.theory.theorem41`: numpy and scipy only.
+    """
+    from scipy.special import logsumexp
+
+    n, c = X.shape[0], W.shape[0]
+    z = X @ W.T
+    p = np.exp(z - logsumexp(z, axis=1, keepdims=True))
+    off = p.copy()
+    off[np.arange(n), Y] = 0.0
+    one_minus_py = off.sum(1)  # 1 − p_y without cancellation
+    mu = float(np.mean(np.sqrt((off**2).sum(1) + one_minus_py**2)))  # ‖p − e_y‖₂
+    rest = p.sum(1, keepdims=True) - p  # 1 − p_k = Σ_{j≠k} p_j
+    nu = float(np.mean((p * rest).sum(1)))  # tr(diag(p) − ppᵀ) = Σ_k p_k(1 − p_k)
+    theta = np.log(n * c) ** 3 * float(np.max((X**2).sum(1)))
+    zeta = B * (np.log(1 / delta) + max(np.log(np.log(n)), 0.0)) / n
+    term1 = (A * mu) ** (2 / 3) * (theta * B) ** (1 / 3) / n ** (1 / 3)
+    term2 = A * np.sqrt(B * nu * theta / n)
+    r = B * A**2 * theta / (nu * n)
+    term3 = B * A**2 * theta / (n * (np.log(r) ** 2 + 1))
+    return {"mu": mu, "nu": nu, "theta": theta, "zeta": zeta, "term1": term1, "term2": term2,
+            "term3": term3, "rhs": term1 + term2 + term3 + zeta}
+
+
+def _term_check(ctx: Context) -> float:
+    """Max relative error of the library's Theorem 4.1 terms against :func:`_terms_by_hand`."""
+    rng = ctx.rng("T1-terms")
+    worst = 0.0
+    for n, A in ((10, 1.0), (40, 3.0), (100, 10.0), (100, 30.0)):
+        c, d = 4, 6
+        W = rng.standard_normal((c, d))
+        W *= A / th.norm21(W.T)
+        X = rng.standard_normal((n, d))
+        Y = rng.integers(0, c, n)
+        t = th.theorem41(W, X, Y, B=4.0, delta=0.1, A=A)
+        ref = _terms_by_hand(W, X, Y, 4.0, 0.1, A)
+        for k, v in ref.items():
+            worst = max(worst, abs(float(getattr(t, k)) - v) / abs(v))
+    return worst
+
+
+def _held_out(res: T1Result, C: float) -> tuple[float, int]:
+    """Largest ``(gap − 2 SE)/(C·RHS)`` over the sweep and how many models exceed 1."""
+    lower = (res.gap - _N_SE * res.gap_se) / (C * res.rhs)
+    return float(np.max(lower)), int(np.sum(lower > 1.0))
 
 
 def _draw(res: T1Result, path: Path) -> None:
@@ -117,9 +174,11 @@ def plot_t1(ctx: Context, path: Path | str) -> Path:
     "the gap and the RHS fall with n",
     source="Sec. 4.3, Thm 4.1",
     kind="approximation",
-    rule="C = max over the sweep of (gap + 2 SE)/RHS is finite and reported (gap ≤ C·RHS at "
-    "every n and A); log-log slopes in n of the mean gap and of the mean RHS are < 0 at "
-    "every weight scale A",
+    rule=f"each term (μ, ν, θ, ζ, the three terms, RHS) of dropcheck.theory.theorem41 equals "
+    f"an independent transcription of eq. 4.7 to ≤ {_TERM_TOL:g} (else FAIL); the constant "
+    "C_cal = max (gap + 2 SE)/RHS fixed on a calibration sweep (separate training sets and "
+    "population sample), then gap − 2 SE ≤ C_cal·RHS for every model of the evaluation sweep; "
+    "log-log slopes in n of the mean gap and of the mean RHS < 0 at every weight scale A",
 )
 def measure(ctx: Context) -> Measurement:
     """Sweep n and A on a Gaussian mixture; report C and the slopes of gap and RHS in n."""
@@ -132,11 +191,17 @@ def measure(ctx: Context) -> Measurement:
         _draw(res, path)
         plots.append(str(path))
     fitted = np.isfinite(gap_slopes).all() and np.isfinite(rhs_slopes).all()
+    terms_err = _term_check(ctx)
+    C_cal = _experiment(ctx, "T1-calibration").constant(_N_SE)
+    held, exceed = _held_out(res, C_cal)
     passed = bool(
-        np.isfinite(C) and C > 0 and fitted and (gap_slopes < 0).all() and (rhs_slopes < 0).all()
+        np.isfinite(C_cal) and C_cal > 0 and exceed == 0 and fitted and (gap_slopes < 0).all()
+        and (rhs_slopes < 0).all()
     )
     A = res.scales
     figure = (
+        f"terms vs independent {terms_err:.1g}; C_cal = {C_cal:.2g} (calibration), evaluation "
+        f"sweep max (gap − 2 SE)/(C_cal·RHS) {held:.2g} ({exceed} above 1); "
         f"C = {C:.2g} (point {C0:.2g}); slopes in n over A = {A.min():g}..{A.max():g}: "
         f"gap {np.nanmin(gap_slopes):.2f}..{np.nanmax(gap_slopes):.2f}, "
         f"RHS {np.nanmin(rhs_slopes):.2f}..{np.nanmax(rhs_slopes):.2f}"
@@ -157,7 +222,12 @@ def measure(ctx: Context) -> Measurement:
     return Measurement(
         figure=figure,
         passed=passed,
+        exact=bool(terms_err <= _TERM_TOL),
         values={
+            "terms_rel_error": terms_err,
+            "C_calibration": C_cal,
+            "held_out_max_ratio": held,
+            "held_out_exceed": exceed,
             "C": C,
             "C_point": C0,
             "ns": res.ns,
