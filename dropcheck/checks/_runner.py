@@ -30,14 +30,14 @@ Report = TypeVar("Report", bound=CheckReport)
 
 def retest(rows: list[CheckRow], key: Callable[[CheckRow], Hashable],
            rerun: Callable[[Any], list[CheckRow]], alpha: float, *,
-           how: Callable[[CheckRow], str], keep_errors: bool = False) -> list[CheckRow]:
+           how: Callable[[Any], str], keep_errors: bool = False) -> list[CheckRow]:
     """Re-test every failed test row on fresh data; it fails only if it fails again.
 
     ``key(row)`` names the group a row belongs to (a network and ``q``, or a ``q``);
     ``rerun(key)`` returns fresh rows of that group with the same names.  A failed row is
     replaced by its re-test, with a note "confirmed / not confirmed on a re-test with
-    ``how(row)``" and the first p-value.  ``keep_errors`` appends the re-tests' ``ERROR`` rows
-    (a function that breaks on the second stage says so).
+    ``how(key(row))``" (e.g. "fresh calls") and the first p-value.  ``keep_errors`` appends
+    the re-tests' ``ERROR`` rows (a function that breaks on the second stage says so).
     """
     failed = [r for r in rows if r.is_test and r.verdict == FAIL]
     if not failed:
@@ -53,7 +53,7 @@ def retest(rows: list[CheckRow], key: Callable[[CheckRow], Hashable],
         if r.is_test and r.verdict == FAIL and r2 is not None and r2.is_test:
             confirmed = r2.verdict == FAIL
             note = (f"{'confirmed' if confirmed else 'not confirmed'} on a re-test with "
-                    f"{how(r)} (first p = {r.p_value:.2g})")
+                    f"{how(key(r))} (first p = {r.p_value:.2g})")
             r = dataclasses.replace(r2, verdict=FAIL if confirmed else PASS,
                                     detail=f"{r2.detail}; {note}", info={**r2.info, "show": True})
         out.append(r)
@@ -85,7 +85,7 @@ def run_grid(problems: Sequence[Problem], grid: Sequence[float],
         return rows_for(by_index[k[0]], k[1], refs[k], 2)
 
     return retest(rows, lambda r: (r.info["net"], r.q), rerun, alpha,
-                  how=lambda r: "fresh calls")
+                  how=lambda k: "fresh calls")
 
 
 def call_text(checker: str, fn: Any, lead: tuple[str, Any], grid: Sequence[float], *,

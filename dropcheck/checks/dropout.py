@@ -310,7 +310,7 @@ def _retest(rows: list[CheckRow], fn: Callable, plans: dict[float, _plan.GridPla
         return _train_rows(fn, v, fresh[0], plan, setup, exact=False)
 
     return _runner.retest(rows, lambda r: r.q, rerun, alpha,
-                  how=lambda r: f"{2 * plans[r.q].calls} calls", keep_errors=True)
+                  how=lambda v: f"{2 * plans[v].calls} calls", keep_errors=True)
 
 
 def _check_grid(q: Any, mode: str) -> tuple[float, ...]:
