@@ -247,4 +247,23 @@ def machine(threads: int | None) -> dict[str, Any]:
     import dropcheck
 
     info["dropcheck"] = dropcheck.__version__
+    info["commit"] = _git_commit()
     return info
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit (``+dirty`` with uncommitted changes); None outside a checkout."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")

@@ -25,13 +25,20 @@ if TYPE_CHECKING:  # static checkers and IDEs see the submodules as attributes
         checks,
         classical,
         covariance,
+        ensembles,
         exact,
         explicit,
+        fast_dropout,
+        gaussian_dropout,
+        glm,
         implicit,
+        linear_nets,
         losses,
+        models,
         montecarlo,
         noise,
         plots,
+        quadrature,
         strategies,
         testing,
         theory,
@@ -39,26 +46,41 @@ if TYPE_CHECKING:  # static checkers and IDEs see the submodules as attributes
 
 __version__ = "0.1.0"
 
-#: Submodules imported on first access as ``dropcheck.<name>`` (heavy dependencies stay out
-#: of ``import dropcheck``: scipy.stats via ``checks``/``testing``, hypothesis via
-#: ``strategies``, matplotlib via ``plots``).
+#: Public submodules, imported on first access as ``dropcheck.<name>`` (heavy dependencies
+#: stay out of ``import dropcheck``: scipy.stats via ``checks``/``testing``, hypothesis via
+#: ``strategies``, matplotlib via ``plots``).  A new public module goes here and in
+#: ``__all__`` (tests/test_import.py checks both against the package directory).
 _LAZY_SUBMODULES = frozenset(
     {
         "backend",
         "checks",
         "classical",
         "covariance",
+        "ensembles",
         "exact",
         "explicit",
+        "fast_dropout",
+        "gaussian_dropout",
+        "glm",
         "implicit",
+        "linear_nets",
         "losses",
+        "models",
         "montecarlo",
         "noise",
         "plots",
+        "quadrature",
         "strategies",
         "testing",
         "theory",
     }
+)
+
+#: Submodules that are tools reached through the CLI (LM training and corpora, the
+#: verification suites, derivations, benchmarks): importable as ``dropcheck.<name>`` but not
+#: library names, so they are not in ``__all__`` (``from dropcheck import *`` stays a library).
+_NOT_LIBRARY = frozenset(
+    {"cli", "lstm_eval", "lm", "data", "verification", "derivations", "benchmarks"}
 )
 
 __all__ = [
@@ -69,44 +91,39 @@ __all__ = [
     "LSTM",
     "Model",
     "Site",
-    "from_torch",
     # losses
     "CrossEntropy",
     "Squared",
+    # errors
+    "TooManyMasksError",
     # modules
     "backend",
     "checks",
     "classical",
     "covariance",
+    "ensembles",
     "exact",
     "explicit",
+    "fast_dropout",
+    "gaussian_dropout",
+    "glm",
     "implicit",
+    "linear_nets",
     "losses",
     "models",
     "montecarlo",
     "noise",
     "plots",
+    "quadrature",
     "strategies",
     "testing",
     "theory",
-    # errors
-    "TooManyMasksError",
 ]
-
-
-def from_torch(*args: Any, **kwargs: Any) -> Any:
-    """A PyTorch module as a dropcheck model (:func:`dropcheck.models.torch_model.from_torch`).
-
-    torch is imported on the first call: ``import dropcheck`` never imports it.
-    """
-    from dropcheck.models.torch_model import from_torch as _from_torch
-
-    return _from_torch(*args, **kwargs)
 
 
 def __getattr__(name: str) -> Any:
     """Import the submodule ``dropcheck.<name>`` on first access (PEP 562)."""
-    if name in _LAZY_SUBMODULES:
+    if name in _LAZY_SUBMODULES or name in _NOT_LIBRARY:
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module  # later accesses skip this hook
         return module
