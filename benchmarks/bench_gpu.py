@@ -2,6 +2,7 @@
 
     python -m dropcheck.benchmarks.bench_gpu --json PATH --markdown PATH [--smoke]
                                              [--budget-s S] [--tests PATH | --no-tests]
+                                             [--docs docs/benchmarks.md]
 
 Three parts, each timed in the same run as its baseline (``_harness.compare``: alternating
 repeats after a warm-up, medians), with the device synchronised inside every timed call (GPU
@@ -23,7 +24,8 @@ tensors as the device namespace (numpy vs torch-CPU for enumeration, dropcheck o
 vs PyTorch on the CPU for the LSTM), at tiny sizes: it is what CI runs
 (``tests/test_bench_gpu.py``), and its figures are CPU figures, labelled so.  Parts that would
 not fit in what is left of ``--budget-s`` are skipped with the reason written in the report;
-no figure is ever estimated.
+no figure is ever estimated.  ``--docs`` rewrites the GPU section at the end of the results page
+(from :data:`SECTION_MARK` on; ``dropcheck bench`` keeps it), saying where the figures come from.
 """
 
 from __future__ import annotations
@@ -301,7 +303,7 @@ def markdown(rep: dict[str, Any]) -> str:
             continue
         out.append(f"| {r['width']} | {r['masks']:.3g} | {r['device_masks_per_s']:.3g} | "
                    f"{_fmt(r.get('numpy_masks_per_s'))} | "
-                   f"{_fmt(r.get('speedup'), '.1f')}{'×' if 'speedup' in r else ''} | "
+                   f"{_fmt(r.get('speedup'), '.3g')}{'×' if 'speedup' in r else ''} | "
                    f"{_fmt(r.get('max_rel_diff'), '.1e')} |")
     notes = [f"- width {r['width']}: {r['numpy_note']}" for r in rep["enumeration"]
              if "numpy_note" in r]
@@ -328,6 +330,45 @@ def markdown(rep: dict[str, Any]) -> str:
                        f"{_fmt(r.get('torch_s_per_1k_tokens'))} | "
                        f"{_fmt(r.get('dropcheck_over_torch'), '.2f')} | {goal} |")
     return "\n".join(out) + "\n"
+
+
+#: The GPU section of the results page (docs/benchmarks.md) starts at this line and runs to the
+#: end of the page; ``--docs`` rewrites it, ``dropcheck bench`` keeps it (:func:`gpu_section`).
+SECTION_MARK = ("<!-- GPU section: written by python -m dropcheck.benchmarks.bench_gpu --docs; "
+                "dropcheck bench keeps it -->")
+
+COMMAND = "python -m dropcheck.benchmarks.bench_gpu --json gpu.json --markdown gpu.md"
+
+
+def gpu_section(text: str) -> str:
+    """The GPU section of a results page's ``text`` (from :data:`SECTION_MARK` on), or ``""``."""
+    i = text.find(SECTION_MARK)
+    return "" if i < 0 else text[i:]
+
+
+def docs_section(rep: dict[str, Any]) -> str:
+    """The section for the results page: what was measured where, and the tables."""
+    if rep["mode"] == "smoke":
+        status = (
+            "**The GPU run is pending a lent device: no GPU figure has been measured.** "
+            f"The tables below are the `--smoke` run of {rep['date']} on the CPU "
+            f"({rep['machine'].get('cpu', '?')}): numpy against torch CPU tensors at tiny sizes, "
+            "CPU figures that show the benchmark runs end to end, not GPU figures. On a "
+            "machine with a GPU (setup and the carried wheels: `docs/gpu.md`), run")
+    else:
+        status = f"Measured on **{rep['device']}** on {rep['date']} with"
+    body = markdown(rep).replace("\n### ", "\n#### ").replace("## GPU benchmark — ",
+                                                               "### ", 1)
+    return "\n".join([SECTION_MARK, "## GPU", "", status, "",
+                      f"    {COMMAND} --docs docs/benchmarks.md", "", body])
+
+
+def write_docs(page: Path, rep: dict[str, Any]) -> None:
+    """Replace the GPU section of ``page`` (append one if it has none)."""
+    text = page.read_text() if page.exists() else ""
+    i = text.find(SECTION_MARK)
+    head = (text if i < 0 else text[:i]).rstrip("\n")
+    page.write_text((head + "\n\n" if head else "") + docs_section(rep))
 
 
 def run(smoke: bool, budget_s: float, tests: Path | None, run_tests: bool) -> dict[str, Any]:
@@ -360,6 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="CPU only: numpy vs torch CPU tensors, tiny sizes (CI)")
     ap.add_argument("--budget-s", type=float, default=450.0,
                     help="stop starting new parts when this is spent (default 450 s)")
+    ap.add_argument("--docs", type=Path, default=None,
+                    help="also rewrite the GPU section of this results page "
+                         "(docs/benchmarks.md)")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--tests", type=Path, default=None,
                    help="tests to run with -m gpu (default: the repository's tests/)")
@@ -378,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a.json.write_text(json.dumps(rep, indent=2, default=str) + "\n")
     md = markdown(rep)
     a.markdown.write_text(md)
+    if a.docs is not None:
+        write_docs(a.docs, rep)
     print(md)
     t = rep["gpu_tests"]
     return 1 if t.get("ran") and t.get("returncode") not in (0, 5) else 0

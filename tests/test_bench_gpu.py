@@ -43,6 +43,15 @@ def test_smoke_mode_writes_a_cpu_labelled_report(tmp_path):
     text = md.read_text()
     assert "SMOKE run on the CPU (no GPU figure)" in text and "torch-cpu" in text
     assert "| forward + backward" in text
+    # the results page: its GPU section says the GPU run is pending, and is replaced in place
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Benchmarks\n\nCPU tables.\n")
+    for _ in range(2):
+        bench_gpu.write_docs(page, rep)
+    doc = page.read_text()
+    assert doc.startswith("# Benchmarks\n\nCPU tables.\n") and doc.count("## GPU\n") == 1
+    assert "pending a lent device" in doc and bench_gpu.COMMAND in doc
+    assert bench_gpu.gpu_section(doc).startswith(bench_gpu.SECTION_MARK)
 
 
 def test_full_mode_without_a_gpu_refuses(tmp_path, capsys):
@@ -62,3 +71,16 @@ def test_lstm_baseline_computes_the_same_numbers():
     """The PyTorch baseline the GPU run times against is the same network (float64, CPU)."""
     diffs = bench_lstm.check()
     assert diffs["grad_E"] < 1e-10 and diffs["xi_bD"] < 1e-10, diffs
+
+
+def test_gpu_extras_offer_both_cuda_builds_and_dev_has_no_cupy():
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib", reason="Python < 3.11 has no tomllib")
+    meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    extras = meta["project"]["optional-dependencies"]
+    assert extras["gpu-cuda12"] == ["cupy-cuda12x>=13"]
+    assert extras["gpu-cuda13"] == ["cupy-cuda13x>=13"]
+    assert extras["gpu"] == ["dropcheck[gpu-cuda12]"]  # the name documented first
+    # CI and the developers' machines have no GPU: the dev extra must not pull in cupy
+    assert not [r for r in extras["dev"] if r.lower().startswith("cupy")]
