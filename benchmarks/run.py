@@ -502,6 +502,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "targets": [dict(zip(("target", "verdict", "measured"), t, strict=True))
                              for t in _targets(rows)]}, indent=2, default=str))
         if args.markdown:
-            Path(args.markdown).write_text(_markdown(rows, info, argv, wall))
+            from dropcheck.benchmarks.bench_gpu import gpu_section
+
+            page = Path(args.markdown)
+            # the GPU section (bench_gpu --docs) is not this run's: keep it at the end
+            kept = gpu_section(page.read_text()) if page.exists() else ""
+            page.write_text(_markdown(rows, info, argv, wall) + ("\n" + kept if kept else ""))
             out.line(f"wrote {args.markdown}")
     return 0
