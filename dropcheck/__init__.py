@@ -91,6 +91,7 @@ __all__ = [
     "LSTM",
     "Model",
     "Site",
+    "from_torch",  # a function: torch is imported on its first call
     # losses
     "CrossEntropy",
     "Squared",
@@ -119,6 +120,17 @@ __all__ = [
     "testing",
     "theory",
 ]
+
+
+def from_torch(*args: Any, **kwargs: Any) -> Any:
+    """A PyTorch module as a dropcheck model (:func:`dropcheck.models.torch_model.from_torch`).
+
+    A plain function, not a lazy submodule: torch is imported on its first call, so
+    ``import dropcheck`` never imports torch (tests/test_torch_model.py checks it).
+    """
+    from dropcheck.models.torch_model import from_torch as _from_torch
+
+    return _from_torch(*args, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

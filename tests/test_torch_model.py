@@ -461,6 +461,45 @@ def test_weight_noise_against_lstm(lm_pair):
           _lstm_grads_as_torch(net, wnet.backward(a, cot, params=True)[1]))
 
 
+class StatefulLM(TinyLM):
+    """AWD-LSTM's calling convention: ``forward(x, hidden) -> (logits, hidden)``."""
+
+    def forward(self, x, hidden):
+        out, hidden = self.rnn(self.lock(self.enc(x)), hidden)
+        return self.dec(self.lock(out)), hidden
+
+
+def test_lstm_with_carried_state(lm_pair):
+    """Truncated BPTT: a window starting from a carried ``(h0, c0)`` against dc.LSTM's
+    ``trace(..., state=)``; the returned state is the next window's."""
+    net, tm, x, y = lm_pair
+    mod = StatefulLM(5, 2, 2).double()
+    mod.load_state_dict(tm.module.state_dict())
+    rng = np.random.default_rng(16)
+    n = x.shape[0]
+    h0, c0 = rng.standard_normal((1, n, 2)), rng.standard_normal((1, n, 2))
+    sm = dc.from_torch(mod, x, sites={"emb": "lock#0", "out": "lock#1"},
+                       masks={"emb": "locked", "out": "locked"}, state=(h0, c0))
+    noise = _noise(rng, net.widths, 2, n)
+    a = net.trace(x, noise, state=[(h0[0], c0[0])])
+    b = sm.trace(x, noise)
+    close(b.logits, a.logits)
+    cot = rng.standard_normal((1, 2, n, x.shape[1], 5))
+    for s in net.site_names:
+        close(sm.noise_adjoint(b, cot, (s,))[s], net.noise_adjoint(a, cot, (s,))[s])
+    close(sm.backward(b, cot, params=True)[1],
+          _lstm_grads_as_torch(net, net.backward(a, cot, params=True)[1]))
+    clean = sm.trace(x)
+    hT, cT = sm.final_state(clean)
+    (want_h, want_c), = net.final_state(net.trace(x, state=[(h0[0], c0[0])]))
+    close(hT[0], want_h[0])
+    close(cT[0], want_c[0])
+    nxt = sm.with_context(state=(hT, cT))
+    close(nxt.trace(x).logits, net.trace(x, state=[(want_h[0], want_c[0])]).logits)
+    with pytest.raises(ValueError, match="state_batch_axis=1"):
+        sm.trace(x, state=(h0[:, :1], c0[:, :1]))
+
+
 # ----- bad input -----
 def test_bad_input(mlp_pair):
     _, tm, x, _ = mlp_pair

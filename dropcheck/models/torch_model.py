@@ -135,6 +135,7 @@ class _Runtime:
         self.calls: dict[str, int] = {}
         self.seen: dict[str, tuple[Any, Any]] = {}  # probe: (path, call) -> (activation, input)
         self.probe = False
+        self.state_out: Any = None
 
 
 class TorchModel(Model):
@@ -158,6 +159,8 @@ class TorchModel(Model):
         dtype: Any = "float64",
         device: Any = None,
         vectorize: str = "auto",
+        state: Any = None,
+        state_batch_axis: int = 1,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
@@ -190,12 +193,16 @@ class TorchModel(Model):
                 f"{list(self.params)}"
             )
         self.weight_noise_sites = wn
-        self.context_names = ("weight_noise",) if wn else ()
+        self.context_names = ("state", "weight_noise") if wn else ("state",)
         self._weight_noise: dict[str, Any] = {}
+        self.state_batch_axis = _check_int(state_batch_axis, "state_batch_axis")
+        self._state: Any = None
         self._specs = self._resolve_sites(sites, masks)
         self.shared_over_batch = self._check_names(shared_over_batch, "shared_over_batch")
         self._rt = _Runtime()
         x_ex = self._example(example)
+        if state is not None:
+            self._state = self._state_tree(state, x_ex.shape[0])
         self._probe(x_ex, loss)
         self.sites = tuple(Site(s.name, s.width) for s in self._specs.values())
         self._check_rows(x_ex)
@@ -285,7 +292,7 @@ class TorchModel(Model):
         rt.probe, rt.seen = True, {}
         try:
             with torch.no_grad(), self._patched():
-                out = self._call(self._theta, self._tx(x), {}, {})
+                out = self._call(self._theta, self._inp(x, self._state), {}, {})
         except Exception as e:
             raise ValueError(
                 f"the module's forward pass failed on the example batch {x.shape}: "
@@ -373,9 +380,11 @@ class TorchModel(Model):
         eta = {s: gen.choice([-1.0, 0.5], size=(n, sp.width)) for s, sp in self._specs.items()}
         te = {s: self._tt(e) for s, e in eta.items()}
         with torch.no_grad(), self._patched():
-            full = self._call(self._theta, self._tx(x), te, {})
+            st = _tmap(lambda t: t[:n], self._state)
+            full = self._call(self._theta, self._inp(x, st), te, {})
             for r in range(n):
-                one = self._call(self._theta, self._tx(x[r : r + 1]),
+                one = self._call(self._theta,
+                                 self._inp(x[r : r + 1], _tmap(lambda t, r=r: t[r : r + 1], st)),
                                  {s: e[r : r + 1] for s, e in te.items()}, {})
                 scale = float(torch.max(torch.abs(full[r]))) + 1.0
                 if float(torch.max(torch.abs(one[0] - full[r]))) > 1e-9 * scale:
@@ -444,19 +453,26 @@ class TorchModel(Model):
             return picked.reshape(*hb.shape[:-1], 1)
         return eta.reshape(eta.shape[0], *sp.mask_shape)
 
-    def _call(self, theta: Mapping[str, Any], x: Any, eta: Mapping[str, Any],
+    def _call(self, theta: Mapping[str, Any], inp: Mapping[str, Any], eta: Mapping[str, Any],
               v: Mapping[str, Any]) -> Any:
-        """Logit rows ``(R, *X, c)`` of ``F(θ, x, η, v)`` for rows ``x`` ``(R, *in)``."""
+        """Logit rows ``(R, *X, c)`` of ``F(θ, x, η, v)``.
+
+        ``inp``: rows ``x`` ``(R, *in)`` and the carried ``state`` (a tree of rows, or None).
+        """
         rt = self._rt
         rt.eta, rt.v, rt.calls = dict(eta), dict(v), {}
         if self._weight_noise:
             theta = {k: (t * (1.0 + self._weight_noise[k]) if k in self._weight_noise else t)
                      for k, t in theta.items()}
-        xin = torch.movedim(x, 0, self.batch_axis)
-        out = functional_call(self.module, {**theta, **self._buffers}, (xin,))
+        args = (torch.movedim(inp["x"], 0, self.batch_axis),)
+        if inp.get("state") is not None:
+            args += (_tmap(lambda t: torch.movedim(t, 0, self.state_batch_axis), inp["state"]),)
+        out = functional_call(self.module, {**theta, **self._buffers}, args)
         if self._output is not None:
             out = self._output(out)
         elif isinstance(out, tuple | list):
+            if rt.values is not None and len(out) > 1:
+                rt.state_out = out[1]
             out = out[0]  # (output, state) of a recurrent module
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"the module's output must be a tensor (or a tuple starting with "
@@ -467,6 +483,29 @@ class TorchModel(Model):
     def _tt(self, a: Any) -> Any:
         """A numpy float array as a torch tensor of the model's dtype and device (a copy)."""
         return torch.tensor(np.asarray(a), dtype=self._tdtype, device=self._device)
+
+    def _inp(self, x: np.ndarray, state: Any) -> dict[str, Any]:
+        # no None leaves: vmap maps every leaf of its arguments
+        return {"x": self._tx(x)} if state is None else {"x": self._tx(x), "state": state}
+
+    def _state_tree(self, state: Any, n: int) -> Any:
+        """The carried state as torch tensors with the example axis first, ``(n, …)`` each."""
+        def conv(a: Any) -> Any:
+            a = _as_array(a, "state")
+            ax = self.state_batch_axis
+            if a.ndim <= ax or a.shape[ax] != n:
+                raise ValueError(
+                    f"state: every tensor needs the {n} examples on state_batch_axis={ax}, got "
+                    f"a tensor of shape {a.shape}"
+                )
+            return torch.movedim(self._tt(a), ax, 0)
+
+        if isinstance(state, torch.Tensor | np.ndarray):
+            return conv(state)
+        if isinstance(state, tuple | list):
+            return type(state)(self._state_tree(t, n) for t in state)
+        raise TypeError(f"state must be a tensor or a (nested) tuple/list of them, got "
+                        f"{type(state).__name__}")
 
     def _tx(self, x: np.ndarray) -> Any:
         if self._int_input:
@@ -566,11 +605,23 @@ class TorchModel(Model):
         return new
 
     def with_context(self, **context: Any) -> TorchModel:
-        """A copy whose traces use ``weight_noise={name: η}`` (one DropConnect mask)."""
+        """A copy whose traces use a carried ``state`` and/or ``weight_noise={name: η}``.
+
+        ``state``: what the module's forward takes after ``x`` (``module(x, state)``), a tensor
+        or a nested tuple/list of them with the examples on ``state_batch_axis``; never
+        differentiated.  ``weight_noise``: one DropConnect mask per declared parameter.
+        """
         wn = context.pop("weight_noise", None)
+        state = context.pop("state", None)
         super().with_context(**context)  # rejects unknown names
+        new = copy.copy(self)
+        if state is not None:
+            sizes: list[int] = []
+            _tmap(lambda a: sizes.append(_as_array(a, "state").shape[self.state_batch_axis]),
+                  state)
+            new._state = self._state_tree(state, sizes[0])
         if wn is None:
-            return self
+            return new
         if not self.weight_noise_sites:
             raise ValueError("weight_noise: declare the weight-noise parameters with "
                              "from_torch(..., weight_noise=[names]) first")
@@ -587,7 +638,6 @@ class TorchModel(Model):
                 raise ValueError(f"weight_noise[{k!r}] must have shape {shape} or (1, *{shape}) "
                                  f"(one mask per trace), got {a.shape}")
             out[k] = self._tt(a)
-        new = copy.copy(self)
         new._weight_noise = out
         return new
 
@@ -599,10 +649,12 @@ class TorchModel(Model):
 
     # ----- rows: the leading axes of a primitive flattened into the module's batch -----
     def _rows(self, tr: Trace, lead: tuple[int, ...]) -> tuple[Any, dict[str, Any]]:
-        """``x`` and the trace's noise (zeros where a site has none) as rows of ``lead``."""
+        """Inputs (``x``, state) and the trace's noise (zeros where none) as rows of ``lead``."""
         R = math.prod(lead)
         xb = np.broadcast_to(tr.x, (*lead[:-1], *tr.x.shape))
-        x = self._tx(np.reshape(xb, (R, *tr.x.shape[1:])))
+        st = _tmap(lambda t: t.expand(*lead[:-1], *t.shape).reshape(R, *t.shape[1:]),
+                   tr.cache.get("state"))
+        x = self._inp(np.reshape(xb, (R, *tr.x.shape[1:])), st)
         eta = {}
         for s, sp in self._specs.items():
             e = tr.noise.get(s)
@@ -619,24 +671,43 @@ class TorchModel(Model):
         return _to_numpy(a).reshape(*lead, *a.shape[1:])
 
     # ----- protocol -----
-    def trace(self, x: Any, noise: Mapping[str, Any] | None = None) -> Trace:  # noqa: D102
+    def trace(  # noqa: D102
+        self, x: Any, noise: Mapping[str, Any] | None = None, *, state: Any = None
+    ) -> Trace:
         x2, single = self.check_x(x)
         n = x2.shape[0]
         eta = self.check_noise(noise, n)
         B = max((e.shape[0] for e in eta.values()), default=1)
         tr = Trace(x2, eta, None, single)
+        st = self._state if state is None else self._state_tree(state, n)
+        sizes: list[int] = []
+        _tmap(lambda t: sizes.append(t.shape[0]), st)
+        if any(k != n for k in sizes):
+            raise ValueError(f"state holds {sizes[0]} examples, x holds {n}; pass state=... "
+                             f"with the examples of this batch")
+        tr.cache["state"] = st
         xr, er = self._rows(tr, (B, n))
         rt = self._rt
-        rt.values = {}
+        rt.values, rt.state_out = {}, None
         try:
             with torch.no_grad(), self._patched():
                 out = self._call(self._theta, xr, {s: er[s] for s in eta}, {})
-            vals = rt.values
+            vals, state_out = rt.values, rt.state_out
         finally:
-            rt.values = None
+            rt.values, rt.state_out = None, None
         tr.logits = self._out(out, (B, n))
         tr.cache["values"] = {s: self._out(v, (B, n)) for s, v in vals.items()}
+        tr.cache["state_out"] = _tmap(_to_numpy, state_out)
         return tr
+
+    def final_state(self, tr: Trace) -> Any:
+        """The state the module returned (``(output, state)``), numpy, in the module's layout.
+
+        Its example axis (``state_batch_axis``) holds the trace's ``B·n`` rows, draw-major: for
+        a clean trace (``B = 1``) it is the initial state of the next window,
+        ``model.with_context(state=model.final_state(tr))``.  None if the module returned none.
+        """
+        return tr.cache.get("state_out")
 
     def site_values(self, tr: Trace) -> dict[str, Any]:
         """``h_i`` before its own noise, ``(B, n, *site_shape(i))`` (the activation per example)."""
@@ -686,7 +757,7 @@ class TorchModel(Model):
             return Tangent(np.zeros((1, *tr.logits.shape), dtype=self.dtype), vt, nt)
         lead = _lead((1, *blead), *(a.shape[:3] for a in (*vt.values(), *nt.values())))
         xr, er = self._rows(tr, lead)
-        v0 = {s: torch.zeros((xr.shape[0], *self._specs[s].act_shape), dtype=self._tdtype,
+        v0 = {s: torch.zeros((xr["x"].shape[0], *self._specs[s].act_shape), dtype=self._tdtype,
                              device=self._device) for s in vt}
         tau = {s: (self._flat(nt[s], lead, (sp.width,)) if s in nt else torch.zeros_like(er[s]))
                for s, sp in self._specs.items()}
@@ -804,7 +875,7 @@ class TorchModel(Model):
         lead = _lead((1, *blead), *(a.shape[:3] for a in (*gs, *vt.values(), *nt.values())))
         tail = (*self._extra, self.n_classes)
         xr, er = self._rows(tr, lead)
-        R = xr.shape[0]
+        R = xr["x"].shape[0]
         vsites = tuple(dict.fromkeys((*sites, *vt)))
         v0 = {s: torch.zeros((R, *self._specs[s].act_shape), dtype=self._tdtype,
                              device=self._device) for s in vsites}
@@ -858,7 +929,7 @@ class TorchModel(Model):
         ``fn`` takes and returns trees whose tensors have a leading row axis; gradients w.r.t.
         the shared parameters come back without it and get one here.
         """
-        R = args[0].shape[0]
+        R = args[0]["x"].shape[0]
         if self._use_vmap:
             def one(*a: Any) -> Any:
                 gv, ge, gt = fn(*_tmap(lambda t: t.unsqueeze(0), a))
@@ -941,6 +1012,8 @@ def from_torch(
     dtype: Any = "float64",
     device: Any = None,
     vectorize: str = "auto",
+    state: Any = None,
+    state_batch_axis: int = 1,
 ) -> TorchModel:
     """A PyTorch module as a dropcheck :class:`~dropcheck.models.Model` (module docstring).
 
@@ -972,9 +1045,16 @@ def from_torch(
         where torch computes (default: the device of the module's parameters).
     vectorize
         per-example gradients by ``"vmap"``, a ``"loop"`` over rows, or ``"auto"``.
+    state
+        a carried state the forward takes after ``x``, ``module(x, state)`` (a tensor or a
+        nested tuple/list; e.g. ``(h0, c0)`` of ``nn.LSTM``), used by every trace unless
+        ``trace(..., state=)`` or ``with_context(state=)`` gives another; never differentiated.
+    state_batch_axis
+        the example axis of every state tensor (1: PyTorch's ``(layers, n, H)``).
     """
     return TorchModel(
         module, example, sites=sites, masks=masks, loss=loss, batch_axis=batch_axis,
         output=output, shared_over_batch=shared_over_batch, weight_noise=weight_noise,
-        dtype=dtype, device=device, vectorize=vectorize,
+        dtype=dtype, device=device, vectorize=vectorize, state=state,
+        state_batch_axis=state_batch_axis,
     )
