@@ -253,6 +253,12 @@ def run_lstm(dev: Device, size: str, clock: _Clock, repeats: int = 3) -> dict[st
     except ImportError:
         case["note"] = "torch is not installed: no baseline"
     t = compare(fns, repeats)
+    if "torch_plain" in fns:
+        # the timed paths compute the same thing: the embedding's loss gradient of both
+        # (float32: relative differences of ~1e-6·depth are rounding; a wrong path is O(1))
+        ge = fns["torch_plain"]().detach().cpu().numpy().ravel()
+        g = np.ravel(to_numpy(fns["plain"]()))[: ge.size]
+        case["grad_E_rel_diff"] = float(np.linalg.norm(g - ge) / np.linalg.norm(ge))
     per_k = {k: 1000.0 * s / (n * T) for k, s in t.items()}
     rows = []
     for path, what in (("plain", "forward + backward (parameter gradient)"),
@@ -316,6 +322,9 @@ def markdown(rep: dict[str, Any]) -> str:
     out += ["", f"### LSTM LM, one window: vocab {c['vocab']}, emb {c['emb']}, hidden "
             f"{c['hidden']}, bptt {c['bptt']}, batch {c['batch']}, {c['dtype']} "
             f"({c['n_params']:,} parameters)", ""]
+    if "grad_E_rel_diff" in c:
+        out += [f"The timed paths agree: relative difference of the embedding's loss gradient, "
+                f"dropcheck vs PyTorch, {c['grad_E_rel_diff']:.1e} (float32).", ""]
     if "torch_xi_note" in c:
         out += [c["torch_xi_note"] + ".", ""]
     if "rows" not in ls:

@@ -36,6 +36,8 @@ def test_smoke_mode_writes_a_cpu_labelled_report(tmp_path):
         assert r["device_masks_per_s"] > 0 and r["numpy_masks_per_s"] > 0
         assert r["max_rel_diff"] < 1e-12
     lstm = rep["lstm"]
+    # float32 gradients of a 2-layer net summed in different orders: ~1e-6 relative
+    assert lstm["case"]["grad_E_rel_diff"] < 1e-4
     assert [r["path"] for r in lstm["rows"]] == ["plain", "r_hat", "xi"]
     for r in lstm["rows"]:
         assert r["dropcheck_s_per_1k_tokens"] > 0 and r["torch_s_per_1k_tokens"] > 0
