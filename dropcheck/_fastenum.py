@@ -37,22 +37,31 @@ More than two groups reduce to two (a group of groups is one Khatri–Rao block)
 The *squared loss* needs no enumeration at all: ``E ½‖F(m) − y‖² = ½‖F(x) − y‖² +
 (q/(2(1−q))) Σ_k h_k² ‖W[:, k]‖²`` (the ridge identity, seed 002).
 
-``gray`` — the site feeds an affine map followed by an activation and the rest of the network.
-Walking the high masks in Gray-code order, each step is a rank-one update of the next
-pre-activation, ``z ← z ± a_k``, applied to a whole block of ``2^lo`` low masks at once.  Here
-that update is realised as the outer sum ``Z[j, i] = z_hi[j] + z_lo[i]`` (one add per unit of the
-next layer per mask, the cost of the rank-one update) with ``z_hi`` of each chunk computed
-directly: the same per-mask cost, but no rounding drift along the walk and no dependence on
-where chunks start.  For ``tanh`` and ``sigmoid`` even the activation separates:
+``outer_sum`` (formerly ``gray``, a deprecated alias) — the site feeds an affine map followed by
+an activation and the rest of the network.  The next pre-activation of every mask of a block is
+the outer sum ``Z[j, i] = z_hi[j] + z_lo[i]`` of a high mask ``j`` and a low mask ``i`` (one add
+per unit of the next layer per mask — the cost of the rank-one update of a Gray-code walk,
+``z ← z ± a_k``, which it replaces), with ``z_hi`` of each chunk computed directly: no rounding
+drift along a walk and no dependence on where chunks start.  For ``tanh`` and ``sigmoid`` even
+the activation separates:
 ``tanh(z_lo + z_hi) = 1 − 2C/(C + B)`` with ``C = e^{−2z_lo}``, ``B = e^{2z_hi}`` (one add and
 one division per unit instead of a transcendental), used when ``|2z|`` stays below the exponent
 range (else the direct form).  The rest of the network then runs batched over the block.
 
-Both methods accept *several* sites: the other sites' masks are enumerated by the batched
-engine (outer loop), and each outer mask contributes rows ``h`` to the fast inner enumeration.
+Both methods accept *several* sites: the other sites' masks are enumerated by the engine
+(:func:`dropcheck._engine.enumerate_sum`, the outer loop), and each outer mask contributes rows
+``h`` to the fast inner enumeration; the kernels here are what the engine calls per chunk.
+
+*The protocol, not the type.*  A model opts in through :meth:`Model.affine_feed
+<dropcheck.models._base.Model.affine_feed>`, which describes the affine map the site feeds
+(``W, b``), what follows (the logits, or an activation and the later affine maps), whether the
+site's value carries tokens whose losses add up (an LSTM's decoder site: each token is a row,
+since ``E Σ_t ℓ_t = Σ_t E ℓ_t``), and optionally how to pull a site cotangent back through the
+layers below (for the gradient).  MLP, Linear and the LSTM's decoder site implement it.
 
 Summation order is fixed: within a chunk by matrix-vector products with the probability
-vectors, across chunks by a streaming pairwise sum (:class:`_Sum`), so results depend on
+vectors, across chunks by the engine's pairwise sum (:class:`dropcheck._engine.PairwiseSum`),
+so results depend on
 ``chunk_size`` only through rounding, and memory is bounded by ``2^LOW_BITS`` low masks, a
 segment of high masks and one chunk, whatever ``2^d`` is.  Everything uses the model's
 namespace ``xp``.
@@ -62,10 +71,8 @@ namespace ``xp``.
 ``T = (P_hi ⊗ P_lo)/S`` by two more products (one division per mask, no per-mask backward),
 and the layers below the site see only the expected site cotangent.
 
-Where else it applies (not wired here): any model whose logits are affine in one site's mask,
-e.g. an LSTM's pre-decoder site (each time step's cross-entropy factorizes; a mask shared
-across steps adds nothing to a sum of expectations); the normalized geometric mean of the
-sub-network predictions (claim L2), which is ``E log p``; and second moments such as
+Where else it applies (not wired here): the normalized geometric mean of the sub-network
+predictions (claim L2), which is ``E log p``; and second moments such as
 ``Cov(ξ_drop)`` only at ``c²`` products per mask (``E[p_c p_c' …]``), which is why
 ``gradient_noise_cov`` stays batched.
 """
@@ -73,93 +80,141 @@ sub-network predictions (claim L2), which is ``E log p``; and second moments suc
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dropcheck import _engine
+from dropcheck._engine import PairwiseSum as _Sum
 from dropcheck.losses import CrossEntropy, Squared
-from dropcheck.models._base import Model
-from dropcheck.noise import enumerate_masks
+from dropcheck.models._base import AffineFeed, Model
 
-__all__ = ["METHODS", "FastPlan", "plan", "expected_loss", "expected_gradient"]
+__all__ = [
+    "METHODS",
+    "FastPlan",
+    "normalize_method",
+    "plan",
+    "expected_loss",
+    "expected_gradient",
+]
 
-#: Methods accepted by the public functions of :mod:`dropcheck.exact`.
-METHODS = ("auto", "batched", "factorized", "gray")
+#: Methods accepted by the public functions of :mod:`dropcheck.exact` (``"gray"`` is a
+#: deprecated alias of ``"outer_sum"``).
+METHODS = ("auto", "batched", "factorized", "outer_sum", "gray")
 
-#: Default size of a factorized chunk's product, masks × classes: about 2^15 masks for 10
-#: classes keeps ``S`` (256 KiB in float64), its ``log`` and the reduction in cache, and the
-#: product below OpenBLAS's threshold for threading it — on a shared 2-core machine a second
-#: BLAS thread made chunks of 2^16 masks 30× slower.
-FACTORIZED_CHUNK_ELEMS = 2**18
+#: Floats of a factorized chunk's product (masks × classes), :data:`dropcheck._engine.CACHE_BYTES`
+#: of float64: about 2^15 masks for 10 classes keeps ``S``, its ``log`` and the reduction in
+#: cache, and the product below OpenBLAS's threshold for threading it.
+FACTORIZED_CHUNK_ELEMS = _engine.CACHE_BYTES // _engine.ITEMSIZE
 
-#: Default number of floats per chunk of the gray method (masks × floats per mask).
-GRAY_FLOATS = 2**18
+#: Floats per chunk of the outer-sum method (masks × floats per mask), the same cache budget.
+OUTER_SUM_FLOATS = _engine.CACHE_BYTES // _engine.ITEMSIZE
+GRAY_FLOATS = OUTER_SUM_FLOATS  # the old name
+
+_WARNED: set[str] = set()
+
+
+def normalize_method(method: str) -> str:
+    """Check ``method`` and map the deprecated ``"gray"`` to ``"outer_sum"`` (warning once).
+
+    ``"gray"`` named a Gray-code walk the method never was: it forms each block's
+    pre-activations as an outer sum.
+    """
+    if method not in METHODS:
+        raise ValueError(
+            f"method must be one of {', '.join(map(repr, METHODS[:-1]))}; got {method!r}"
+        )
+    if method == "gray":
+        if "gray" not in _WARNED:
+            _WARNED.add("gray")
+            warnings.warn(
+                "method='gray' is deprecated: the method is an outer-sum block enumeration, "
+                "not a Gray-code walk; use method='outer_sum'",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+        return "outer_sum"
+    return method
 
 
 @dataclass(frozen=True)
 class FastPlan:
-    """A fast path: ``method`` over ``site`` (which feeds ``W{layer}``).
+    """A fast path: ``method`` over ``site``, which feeds the affine map ``feed``.
 
-    ``outer`` are the other dropping sites, enumerated by the batched engine.
+    ``outer`` are the other dropping sites, enumerated by the engine around the kernel.
     """
 
     method: str
     site: str
-    layer: int
+    feed: AffineFeed
     outer: tuple[str, ...]
 
 
-def _mlp_layer(model: Model, site: str) -> int | None:
-    """The 1-based layer whose affine map ``site`` feeds, or None for non-MLP models."""
-    from dropcheck.models.mlp import MLP
-
-    if not isinstance(model, MLP):
-        return None
-    return model._site_layer[site] + 1
-
-
 def plan(
-    model: Model, names: tuple[str, ...], qd: Mapping[str, float], method: str, what: str
+    model: Model,
+    names: tuple[str, ...],
+    qd: Mapping[str, float],
+    method: str,
+    what: str,
+    *,
+    gradient: bool = False,
 ) -> FastPlan | None:
     """Choose a fast path, or None for the batched engine.
 
-    ``auto`` picks ``factorized`` when the last dropping site feeds the decoder and the loss is
-    cross-entropy or squared, else ``gray`` when that site feeds an affine map, else batched.
-    Asking for ``factorized`` or ``gray`` where it does not apply raises ``ValueError`` with
-    the reason.
+    The fast site is the last dropping site in the model's order (nothing after it drops
+    units); it applies when :meth:`Model.affine_feed` describes it.  ``auto`` picks
+    ``factorized`` when that site feeds the decoder and the loss (per row) is cross-entropy or
+    squared, else ``outer_sum`` when it feeds an affine map followed by an activation and more
+    affine maps, else batched.  With ``gradient`` the factorized path also needs the feed's
+    ``pullback`` (and no tokens), and ``outer_sum`` does not apply.  Asking for a method where
+    it does not apply raises ``ValueError`` with the reason.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
+    method = normalize_method(method)
     if method == "batched":
         return None
-    active = [s for s in names if qd[s] > 0.0]
-    layers = {s: _mlp_layer(model, s) for s in active}
+    order = model.site_names
+    active = sorted((s for s in names if qd[s] > 0.0), key=order.index)
     why = None
+    feed = None
     if not active:
         why = "no chosen site drops units (q = 0), there is one mask"
-    elif any(v is None for v in layers.values()):
-        why = f"{type(model).__name__} does not expose the affine map after its sites (MLP does)"
+    else:
+        feed = model.affine_feed(active[-1])
+        if feed is None:
+            why = (f"site {active[-1]!r}, the last dropping site of {type(model).__name__}, "
+                   "does not feed an affine map the model describes (Model.affine_feed)")
+        elif not feed.decoder and feed.tokens:
+            why = f"site {active[-1]!r} carries tokens but does not feed the decoder"
     if why is not None:
         if method == "auto":
             return None
         raise ValueError(f"method={method!r} does not apply to {what}: {why}; use 'batched'")
-    site = max(active, key=lambda s: layers[s] or 0)
-    layer = layers[site] or 0
-    outer = tuple(s for s in active if s != site)
-    decoder = layer == model.n_layers  # type: ignore[attr-defined]
-    factorizable = decoder and isinstance(model.loss, CrossEntropy | Squared)
-    if method == "factorized" and not factorizable:
-        reason = (
-            f"site {site!r} feeds layer {layer}, not the decoder"
-            if not decoder
-            else f"the loss {model.loss.name!r} has no factorized form"
-        )
+    assert feed is not None
+    site = active[-1]
+    outer = tuple(active[:-1])
+    factorizable = feed.decoder and isinstance(feed.token_loss, CrossEntropy | Squared)
+    reason = None
+    if not feed.decoder:
+        reason = f"site {site!r} feeds an affine map that is not the decoder"
+    elif not factorizable:
+        reason = f"the loss {feed.token_loss.name!r} has no factorized form"  # type: ignore[union-attr]
+    elif gradient and (feed.pullback is None or feed.tokens):
+        reason = (f"{type(model).__name__} gives no pullback through the layers below site "
+                  f"{site!r} (AffineFeed.pullback)")
+    if method == "factorized" and reason is not None:
+        alt = "'batched'" if gradient else "'outer_sum' or 'batched'"
         raise ValueError(
-            f"method='factorized' does not apply to {what}: {reason}; use 'gray' or 'batched'"
+            f"method='factorized' does not apply to {what}: {reason}; use {alt}"
         )
     if method == "auto":
-        method = "factorized" if factorizable else "gray"
-    return FastPlan(method, site, layer, outer)
+        if reason is None:
+            method = "factorized"
+        elif gradient:
+            return None
+        else:
+            method = "outer_sum"
+    return FastPlan(method, site, feed, outer)
 
 
 # ----- small helpers -----
@@ -177,38 +232,6 @@ def _probs(bits: Any, q: float, xp: Any) -> Any:
     nb = bits.shape[1]
     kept = xp.sum(bits, axis=1)
     return (1.0 - q) ** kept * q ** (nb - kept)
-
-
-class _Sum:
-    """A streaming pairwise sum: ``add`` parts in order, ``total()`` at the end.
-
-    Level ``i`` holds the sum of ``2^i`` consecutive parts (a binary counter), so memory is
-    ``O(log parts)`` and the rounding error ``O(eps·log parts)``; the grouping depends only on
-    the sequence of parts, so the result is deterministic.
-    """
-
-    def __init__(self) -> None:
-        self._levels: list[Any] = []
-
-    def add(self, x: Any) -> None:
-        """Add the next part."""
-        i = 0
-        while i < len(self._levels) and self._levels[i] is not None:
-            x = self._levels[i] + x
-            self._levels[i] = None
-            i += 1
-        if i == len(self._levels):
-            self._levels.append(x)
-        else:
-            self._levels[i] = x
-
-    def total(self) -> Any:
-        """The sum of all parts (None if there were none)."""
-        out = None
-        for v in self._levels:
-            if v is not None:
-                out = v if out is None else v + out
-        return out
 
 
 def _onehot(y: Any, c: int, xp: Any, dtype: Any) -> Any:
@@ -499,24 +522,79 @@ def _decoder_grads(
 ) -> tuple[Any, Any, Any]:
     """``E ∇_W ℓ`` ``(N, c, d)``, ``E ∇_b ℓ`` ``(N, c)``, ``E ∇_h ℓ`` ``(N, d)`` of the decoder.
 
-    Cross-entropy, with ``G = E[m p]/(1−q) − e_y`` ``(N, d, c)``: ``∇W = (G ⊙ h)ᵀ``,
-    ``∇b = E[p] − e_y``, ``∇h_k = Σ_c W_ck G_kc``.  Squared loss in closed form (``F̄ = Wh + b``):
-    ``∇W = (F̄ − y) hᵀ + (q/(1−q)) W diag(h²)``, ``∇b = F̄ − y``,
-    ``∇h = Wᵀ(F̄ − y) + (q/(1−q)) diag(WᵀW) h``.
+    The loss owns its derivative.  Cross-entropy's, ``∇_F ℓ = p − e_y``, is affine in ``p``
+    (:meth:`CrossEntropy.grad_at_probs`), and ``∇_W ℓ = ∇_F ℓ ⊗ m⊙h/(1−q)``, so with the
+    softmax moments ``E[p]``, ``E[m_k p]``: ``G_k = E[m_k ∇_F ℓ]/(1−q)
+    = grad_at_probs(E[m_k p]/(1−q))`` ``(N, d, c)``, ``∇W = (G ⊙ h)ᵀ``,
+    ``∇b = grad_at_probs(E[p])``, ``∇h_k = Σ_c W_ck G_kc``.  Squared loss in closed form, with
+    ``r = ∇_F ℓ(F̄)`` at the mean logits ``F̄ = Wh + b`` (affine in the mask):
+    ``∇W = r hᵀ + (q/(1−q)) W diag(h²)``, ``∇b = r``, ``∇h = Wᵀr + (q/(1−q)) diag(WᵀW) h``.
     """
-    c = W.shape[0]
     if isinstance(loss, Squared):
-        r = h @ W.T + b[None, :] - y  # (N, c)
+        r = loss.grad(h @ W.T + b[None, :], y)  # (N, c)
         v = q / (1.0 - q)
         gW = r[:, :, None] * h[:, None, :] + v * (W[None, :, :] * (h * h)[:, None, :])
         gh = r @ W + v * xp.sum(W * W, axis=0)[None, :] * h
         return gW, r, gh
     Ep, Epm = _factorized_ce_moments(xp, h, W, b, q, budget)
-    e = _onehot(y, c, xp, h.dtype)
-    G = Epm / (1.0 - q) - e[:, None, :]  # (N, d, c)
+    G = loss.grad_at_probs(Epm / (1.0 - q), y[:, None])  # (N, d, c)
     gW = xp.permute_dims(G * h[:, :, None], (0, 2, 1))
     gh = xp.sum(G * xp.permute_dims(W, (1, 0))[None, :, :], axis=2)
-    return gW, Ep - e, gh
+    return gW, loss.grad_at_probs(Ep, y), gh
+
+
+def _outer_chunk(model: Model, fp: FastPlan, n: int, chunk_size: int | None) -> int:
+    """Outer masks per engine chunk: ``chunk_size``, else from the budget.
+
+    Per outer mask and example the trace holds the sites and logits (a few copies), and the
+    kernel's setup ``A = h ⊙ W`` holds ``d × d_out`` floats per row.
+    """
+    if chunk_size is not None:
+        return chunk_size
+    d = model.widths[fp.site]
+    per = 4 * (sum(model.widths.values()) + model.n_classes) + 2 * d * fp.feed.widest
+    return _engine.chunk_items(n * per, cap=2**16)
+
+
+def _outer_sum_up(
+    model: Model,
+    qd: Mapping[str, float],
+    fp: FastPlan,
+    n: int,
+    block: Callable[[dict[str, Any] | None, int], Any],
+    chunk_size: int | None,
+    executor: Any,
+) -> Any:
+    """``Σ_outer p(m) block(noise(m))`` over the outer sites' masks, by the engine."""
+    xp = model.xp
+    widths = {s: model.widths[s] for s in fp.outer}
+
+    def fn(eta: Mapping[str, Any], prob: Any) -> Any:
+        v = block({s: eta[s][:, None, :] for s in fp.outer}, prob.shape[0])
+        return xp.tensordot(prob, v, axes=1)
+
+    return _engine.enumerate_sum(
+        widths, {s: qd[s] for s in fp.outer}, fn,
+        chunk_size=_outer_chunk(model, fp, n, chunk_size),
+        max_masks=2 ** sum(widths.values()), xp=xp, dtype=model.dtype,
+        executor=executor,
+    )
+
+
+def _place(model: Model, fp: FastPlan, low: Any, gW: Any, gb: Any) -> Any:
+    """Flat gradients ``(B, n, P)``: ``low`` with the feed's ``W``, ``b`` slots set to them."""
+    xp = model.xp
+    pieces, i = [], 0
+    for k, p in model.params.items():
+        m = math.prod(p.shape)
+        if k == fp.feed.w_key:
+            pieces.append(gW)
+        elif k == fp.feed.b_key:
+            pieces.append(gb)
+        else:
+            pieces.append(low[..., i : i + m])
+        i += m
+    return xp.concat(pieces, axis=-1)
 
 
 def expected_gradient(
@@ -527,82 +605,54 @@ def expected_gradient(
     fp: FastPlan,
     *,
     chunk_size: int | None = None,
+    executor: Any = None,
 ) -> Any:
     """``E_η ∇_W ℓ(F(x, η))`` per example ``(n, P)`` for a factorized plan.
 
     The decoder's parameters from :func:`_decoder_grads`; the layers below the site see no
-    noise of the site, so their gradient is the reverse sweep of ``E ∇_h ℓ`` through them, done
-    by the same MLP with its decoder replaced by the identity (its "logits" are ``h``).
+    noise of the site, so their gradient is the feed's ``pullback`` of ``E ∇_h ℓ``.
     """
-    from dropcheck.models.mlp import MLP
-
-    assert fp.method == "factorized"
+    assert fp.method == "factorized" and fp.feed.pullback is not None
     xp = model.xp
     n = x2.shape[0]
     q = qd[fp.site]
-    L = model.n_layers  # type: ignore[attr-defined]
-    W, b = model.params[f"W{L}"], model.params[f"b{L}"]
-    budget = chunk_size or max(1, FACTORIZED_CHUNK_ELEMS // W.shape[0])
-    lower: Any = None
-    if L > 1:
-        d = model.widths[fp.site]
-        lower = MLP(
-            [model.params[f"W{i}"] for i in range(1, L)] + [xp.eye(d, dtype=model.dtype)],
-            [model.params[f"b{i}"] for i in range(1, L)] + [xp.zeros((d,), dtype=model.dtype)],
-            model.activation,  # type: ignore[attr-defined]
-            model.site_names, "squared",
-        )
+    feed = fp.feed
+    W, b = feed.W, feed.b
+    budget = chunk_size or _engine.chunk_items(W.shape[0], budget=_engine.CACHE_BYTES)
 
     def block(noise: dict[str, Any] | None, B: int) -> Any:
         tr = model.trace(x2, noise)
         h = model.site_values(tr)[fp.site]  # (B, n, d)
         yb = xp.reshape(xp.broadcast_to(y2[None, ...], (B, *y2.shape)), (B * n, *y2.shape[1:]))
         gW, gb, gh = _decoder_grads(xp, xp.reshape(h, (B * n, h.shape[2])), W, b, yb, q,
-                                    model.loss, budget)
-        top = xp.concat([xp.reshape(gW, (B, n, -1)), xp.reshape(gb, (B, n, -1))], axis=2)
-        if lower is None:
-            return top
-        _, g = lower.backward(lower.trace(x2, noise), xp.reshape(gh, (1, B, n, -1)),
-                              params=True)
-        d = gh.shape[1]
-        return xp.concat([g[0, :, :, : g.shape[3] - d * d - d], top], axis=2)
+                                    feed.token_loss, budget)
+        low = feed.pullback(x2, noise, xp.reshape(gh, (B, n, -1)))  # type: ignore[misc]
+        return _place(model, fp, low, xp.reshape(gW, (B, n, -1)), xp.reshape(gb, (B, n, -1)))
 
     if not fp.outer:
         return block(None, 1)[0, ...]
-    widths = {s: model.widths[s] for s in fp.outer}
-    parts = _Sum()
-    for ch in enumerate_masks(
-        widths, {s: qd[s] for s in fp.outer}, chunk_size=chunk_size or 256,
-        max_masks=2 ** sum(widths.values()), xp=xp, dtype=model.dtype,
-    ):
-        g = block({s: ch.eta[s][:, None, :] for s in fp.outer}, ch.prob.shape[0])
-        parts.add(xp.tensordot(ch.prob, g, axes=1))
-    return parts.total()
+    return _outer_sum_up(model, qd, fp, n, block, chunk_size, executor)
 
 
-# ----- gray: one site feeding an affine map followed by more layers -----
+# ----- outer sum: one site feeding an affine map followed by more layers -----
 
 
-def _activation(model: Any, z: Any, xp: Any) -> Any:
-    """The model's activation; relu as one ``maximum`` (the table's form takes three passes)."""
-    if model.activation == "relu":
-        return xp.maximum(z, xp.zeros((), dtype=z.dtype))
-    return model._act.f(z, xp)
+def _activation(feed: AffineFeed) -> Callable[[Any, Any], Any]:
+    """The feed's activation; relu as one ``maximum`` (the table's form takes three passes)."""
+    if feed.activation == "relu":
+        return lambda z, xp: xp.maximum(z, xp.zeros((), dtype=z.dtype))
+    return feed.act  # type: ignore[return-value]
 
 
-def _rest(model: Any, layer: int, act: Any, xp: Any) -> Any:
-    """Layers ``layer+1 … L`` on ``act`` of layer ``layer``, units-major ``(…, d, masks)``."""
-    L = model.n_layers
-    for ll in range(layer + 1, L + 1):
-        z = model.params[f"W{ll}"] @ act + model.params[f"b{ll}"][:, None]
-        act = _activation(model, z, xp) if ll < L else z
-    return act
+def _rest(feed: AffineFeed, start: int, act: Any, xp: Any) -> Any:
+    """The feed's following maps from ``start`` on ``act``, units-major ``(…, d, masks)``."""
+    return feed.rest(act, xp, start, _activation(feed))
 
 
-def _gray_rows(
-    model: Any, layer: int, h: Any, y: Any, shift: Any, q: float, budget_floats: int
+def _outer_sum_rows(
+    feed: AffineFeed, xp: Any, h: Any, y: Any, shift: Any, q: float, budget_floats: int
 ) -> Any:
-    """``E_m ℓ(F(m), y) − shift`` per row, the site feeding ``W{layer}`` (module docstring).
+    """``E_m ℓ(F(m), y) − shift`` per row, the site feeding ``feed`` (module docstring).
 
     Blocks are *units-major*, ``(Nb, Hc, units, 2^lo)``: the outer sum ``z_hi[j] + z_lo[i]``
     broadcasts along contiguous rows of ``2^lo`` masks, each layer is ``Hc`` products
@@ -618,14 +668,13 @@ def _gray_rows(
     ``F_c ∈ [b_c + Σ min(W_c, 0), b_c + Σ max(W_c, 0)]``, so one shift ``σ = max_c (upper_c)``
     makes every ``exp(F_c − σ) ≤ 1`` without a per-mask max (σ cancels in ``lse − F_y``).
     """
-    xp = model.xp
     N, d = h.shape
     dtype = h.dtype
-    W, b = model.params[f"W{layer}"], model.params[f"b{layer}"]
-    L = model.n_layers
-    c = model.n_classes
-    widest = max(model.sizes[layer:])
-    budget = max(1, budget_floats // (2 * widest + c))
+    W, b = feed.W, feed.b
+    decoder = feed.decoder
+    c = feed.n_classes
+    loss_fn = feed.token_loss
+    budget = max(1, budget_floats // (2 * feed.widest + c))
     lo, hi = _split(d, budget)
     nlo = 2**lo
     A = xp.permute_dims(h[:, None, :] * W[None, :, :], (0, 2, 1)) / (1.0 - q)  # (N, d, d')
@@ -633,17 +682,18 @@ def _gray_rows(
     bits_lo = _bits(xp, 0, nlo, lo, dtype)
     P_lo = _probs(bits_lo, q, xp)
     base = b[None, :] + 0.5 * xp.sum(A_lo, axis=1)
-    ce = isinstance(model.loss, CrossEntropy)
-    trick = model.activation if (layer < L and model.activation in ("tanh", "sigmoid")) else None
+    ce = isinstance(loss_fn, CrossEntropy)
+    sigma_fn = _activation(feed)
+    trick = feed.activation if (not decoder and feed.activation in ("tanh", "sigmoid")) else None
     k = 2.0 if trick == "tanh" else -1.0  # tanh(z) = 1 − 2/(1 + e^{2z}); σ(z) = 1/(1 + e^{−z})
     exp_lim = math.log(float(xp.finfo(dtype).max)) - 1.0
     fused = False
     W_aug: Any = None
     if trick is not None:
-        Wn, bn = model.params[f"W{layer + 1}"], model.params[f"b{layer + 1}"]
+        Wn, bn = feed.following[0]
         W_u, b_u = (-2.0 * Wn, bn + xp.sum(Wn, axis=1)) if trick == "tanh" else (Wn, bn)
         sigma = 0.0
-        if ce and layer + 1 == L:
+        if ce and len(feed.following) == 1:
             zero = xp.zeros_like(W_u)
             upper = b_u + xp.sum(xp.maximum(W_u, zero), axis=1)
             lower = b_u + xp.sum(xp.minimum(W_u, zero), axis=1)
@@ -678,12 +728,12 @@ def _gray_rows(
                 if B_hi is not None:
                     C = C_lo[:, None, :, :]
                     u = C / (C + B_hi[:, a0:a1, :, None])  # (Nb, Hc, d'+1, 2^lo)
-                    f = W_aug @ u  # pre-activation of layer+1 (logits − σ when fused)
-                    if not fused and layer + 1 < L:
-                        f = _rest(model, layer + 1, _activation(model, f, xp), xp)
+                    f = W_aug @ u  # pre-activation of the next map (logits − σ when fused)
+                    if not fused and len(feed.following) > 1:
+                        f = _rest(feed, 1, sigma_fn(f, xp), xp)
                 else:
                     z = Z_loT[:, None, :, :] + Z_hi[:, a0:a1, :, None]  # (Nb, Hc, d', 2^lo)
-                    f = z if layer == L else _rest(model, layer, _activation(model, z, xp), xp)
+                    f = z if decoder else _rest(feed, 0, sigma_fn(z, xp), xp)
                 # f: (Nb, Hc, c, 2^lo) logits
                 if ce:
                     if fused:  # every logit − σ ≤ 0 and the largest ≥ −lim: no max needed
@@ -695,8 +745,8 @@ def _gray_rows(
                     loss = lse - xp.reshape(lab, (nb, hc, nlo))
                 else:
                     yb = y[r0:r1, ...]
-                    loss = model.loss.value(xp.permute_dims(f, (0, 1, 3, 2)),
-                                            xp.reshape(yb, (nb, 1, 1, *yb.shape[1:])))
+                    loss = loss_fn.value(xp.permute_dims(f, (0, 1, 3, 2)),  # type: ignore[union-attr]
+                                         xp.reshape(yb, (nb, 1, 1, *yb.shape[1:])))
                 parts.add((loss @ P_lo) @ Pc)
         out.append(parts.total())
     return xp.concat(out)
@@ -706,19 +756,18 @@ def _gray_rows(
 
 
 def _rows_fn(
-    model: Model, fp: FastPlan, q: float, chunk_size: int | None
+    feed: AffineFeed, xp: Any, method: str, q: float, chunk_size: int | None
 ) -> Callable[[Any, Any, Any], Any]:
-    xp = model.xp
-    W, b = model.params[f"W{fp.layer}"], model.params[f"b{fp.layer}"]
-    if fp.method == "factorized":
-        if isinstance(model.loss, Squared):
+    """The kernel of ``method``: ``rows(h (N, d), y (N, …), shift (N,)) -> (N,)``."""
+    W, b = feed.W, feed.b
+    if method == "factorized":
+        if isinstance(feed.token_loss, Squared):
             return lambda h, y, sh: _squared_rows(xp, h, W, b, y, sh, q)
-        budget = chunk_size or max(1, FACTORIZED_CHUNK_ELEMS // W.shape[0])
+        budget = chunk_size or _engine.chunk_items(W.shape[0], budget=_engine.CACHE_BYTES)
         return lambda h, y, sh: _factorized_ce_rows(xp, h, W, b, y, sh, q, budget)
-    floats = GRAY_FLOATS if chunk_size is None else chunk_size * (
-        2 * max(model.sizes[fp.layer:]) + model.n_classes  # type: ignore[attr-defined]
-    )
-    return lambda h, y, sh: _gray_rows(model, fp.layer, h, y, sh, q, floats)
+    per_mask = 2 * feed.widest + feed.n_classes
+    floats = OUTER_SUM_FLOATS if chunk_size is None else chunk_size * per_mask
+    return lambda h, y, sh: _outer_sum_rows(feed, xp, h, y, sh, q, floats)
 
 
 def expected_loss(
@@ -728,34 +777,40 @@ def expected_loss(
     qd: Mapping[str, float],
     fp: FastPlan,
     *,
-    shift: Any = None,
+    clean: bool = False,
     chunk_size: int | None = None,
+    executor: Any = None,
 ) -> Any:
-    """``E_η ℓ(F(x, η), y) − shift`` per example ``(n,)`` by the fast path ``fp``.
+    """``E_η ℓ(F(x, η), y)`` per example ``(n,)`` by the fast path ``fp`` (minus ``ℓ(F(x))``).
 
-    ``shift`` (per example, default 0) is subtracted inside each example's sum, which keeps
-    ``R_drop = E ℓ − ℓ(F(x))`` accurate.  ``chunk_size`` is the number of masks per chunk of
-    the inner enumeration (and of the outer one); the result depends on it only by rounding.
-    The caller has checked the mask count against ``max_masks``.
+    With ``clean`` the loss without dropout is subtracted inside each row's sum (per token for
+    a token feed), which keeps ``R_drop = E ℓ − ℓ(F(x))`` accurate.  Rows are the examples, or
+    the ``(example, token)`` pairs of a token feed, whose per-row results are summed over the
+    tokens.  ``chunk_size`` is the number of masks per chunk of the inner enumeration (and of
+    the outer one); the result depends on it only by rounding.  The caller has checked the mask
+    count against ``max_masks``.
     """
     xp = model.xp
     n = x2.shape[0]
-    shift = xp.zeros((n,), dtype=model.dtype) if shift is None else shift
-    rows = _rows_fn(model, fp, qd[fp.site], chunk_size)
+    feed = fp.feed
+    rows = _rows_fn(feed, xp, fp.method, qd[fp.site], chunk_size)
+    y_rows = xp.reshape(y2, (-1,)) if feed.tokens else y2  # (n·K, …)
+    nk = y_rows.shape[0]
+    if clean:
+        shift = feed.token_loss.value(model.trace(x2).logits[0, ...], y2)  # type: ignore[union-attr]
+        shift = xp.reshape(shift, (nk,))
+    else:
+        shift = xp.zeros((nk,), dtype=model.dtype)
+
+    def block(noise: dict[str, Any] | None, B: int) -> Any:
+        h = model.site_values(model.trace(x2, noise))[fp.site]  # (B, n, [T,] d)
+        h = xp.reshape(h, (B * nk, h.shape[-1]))
+        yb = xp.reshape(xp.broadcast_to(y_rows[None, ...], (B, *y_rows.shape)),
+                        (B * nk, *y_rows.shape[1:]))
+        sb = xp.reshape(xp.broadcast_to(shift[None, :], (B, nk)), (B * nk,))
+        v = rows(h, yb, sb)
+        return xp.sum(xp.reshape(v, (B, n, -1)), axis=2) if feed.tokens else xp.reshape(v, (B, n))
+
     if not fp.outer:
-        h = model.site_values(model.trace(x2))[fp.site][0, ...]
-        return rows(h, y2, shift)
-    widths = {s: model.widths[s] for s in fp.outer}
-    parts = _Sum()
-    for ch in enumerate_masks(
-        widths, {s: qd[s] for s in fp.outer}, chunk_size=chunk_size or 256,
-        max_masks=2 ** sum(widths.values()), xp=xp, dtype=model.dtype,
-    ):
-        tr = model.trace(x2, {s: ch.eta[s][:, None, :] for s in fp.outer})
-        h = model.site_values(tr)[fp.site]  # (B, n, d)
-        B = h.shape[0]
-        yb = xp.reshape(xp.broadcast_to(y2[None, ...], (B, *y2.shape)), (B * n, *y2.shape[1:]))
-        sb = xp.reshape(xp.broadcast_to(shift[None, :], (B, n)), (B * n,))
-        v = rows(xp.reshape(h, (B * n, h.shape[2])), yb, sb)
-        parts.add(ch.prob @ xp.reshape(v, (B, n)))
-    return parts.total()
+        return block(None, 1)[0, ...]
+    return _outer_sum_up(model, qd, fp, n, block, chunk_size, executor)

@@ -38,8 +38,8 @@ probability):
 
 Shapes: ``x`` is ``(n, d0)`` (or ``(d0,)``, giving results without the batch axis); predictions
 are ``(n, c)``.  All computing is in the model's array namespace; enumerations go through
-:func:`dropcheck.exact.expectation` (one batched forward per chunk of masks), MC passes in
-chunks of bounded memory.
+:func:`dropcheck.exact.expectation` (one batched forward per chunk of masks), MC passes through
+:func:`dropcheck._engine.sample_sums` (chunks of the engine's budget, pairwise-reduced).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from dropcheck._engine import chunk_items, sample_sums
 from dropcheck._validate import check_choice, check_positive_int, check_q, check_q_sites
 from dropcheck.backend import make_rng, namespace
 from dropcheck.exact import MAX_MASKS, expectation
@@ -70,10 +71,6 @@ Convention = Literal["inverted", "original"]
 
 #: The two scaling conventions of dropout (module docstring).
 CONVENTIONS: tuple[str, ...] = ("inverted", "original")
-
-#: Memory budget of one MC chunk's per-pass arrays (bytes).
-_MC_CHUNK_BYTES = 32 * 2**20
-
 
 # ----------------------------------------------------------------------------- ridge (L1)
 
@@ -384,28 +381,21 @@ def mc_dropout(
     xp = model.xp
     n = x2.shape[0]
     if chunk_size is None:
-        per = _floats_per_mask(model) * n * 8
-        chunk_size = max(1, min(T, _MC_CHUNK_BYTES // per))
+        # per pass and example: sites, logits and the four power sums' temporaries
+        chunk_size = chunk_items(2 * _floats_per_mask(model) * n, cap=T)
     chunk_size = check_positive_int(chunk_size, "chunk_size")
-    shift = None
-    sums: list[Any] = []
-    done = 0
-    while done < T:
-        b = min(chunk_size, T - done)
+
+    def draw(b: int) -> Any:
         eta = {
             s: sample_eta(gen, (b, n, model.widths[s]), qd[s], xp=xp, dtype=model.dtype)
             for s in names
         }
         tr = model.trace(x2, eta)
-        s = softmax(_logits(model, tr, qd, convention), xp)  # (b, n, c)
-        if shift is None:
-            shift = xp.mean(s, axis=0)
-        v = s - shift
-        v2 = v * v
-        parts = [xp.sum(v, axis=0), xp.sum(v2, axis=0), xp.sum(v2 * v, axis=0),
-                 xp.sum(v2 * v2, axis=0)]
-        sums = parts if not sums else [a + p for a, p in zip(sums, parts, strict=True)]
-        done += b
+        return softmax(_logits(model, tr, qd, convention), xp)  # (b, n, c)
+
+    # the power sums of v = s − shift, shift the first chunk's mean (the engine's reduction)
+    *sums, shift = sample_sums(draw, T, chunk_size, powers=(1, 2, 3, 4),
+                               center=lambda v: xp.mean(v, axis=0))
     a1, a2, a3, a4 = (t / T for t in sums)  # raw moments of v = s − shift
     mean = shift + a1
     if T == 1:

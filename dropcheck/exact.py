@@ -3,6 +3,9 @@
 For sites with widths ``d_i`` there are ``2^Σd_i`` masks; each chunk of masks goes through one
 batched forward (and backward) pass, and partial sums are added chunk by chunk in a fixed order,
 so memory is bounded by ``chunk_size`` and the result does not depend on it beyond rounding.
+Every loop here runs on the engine (:mod:`dropcheck._engine`): one chunk budget
+(``CHUNK_BYTES``), chunks of masks mapped by an executor (``executor=``, serial by default) and
+reduced by a pairwise sum keyed by chunk index.
 Past ``max_masks`` (default ``2^26``) every function refuses before doing any work and names the
 Monte-Carlo counterpart in :mod:`dropcheck.montecarlo`.
 
@@ -22,9 +25,11 @@ of the model.  A single example ``x`` of shape ``(d0,)`` gives results without t
 Fast paths (:mod:`dropcheck._fastenum`, DESIGN.md "Performance principles"): when the last
 dropping site feeds an affine map, ``expected_loss``, ``explicit_regularizer`` and
 ``expected_gradient`` take ``method="auto"`` (default), ``"factorized"`` (site feeding the
-decoder: one matrix product and one ``log`` per mask), ``"gray"`` (block enumeration of the next
-pre-activation) or ``"batched"`` (this engine); the other sites, if any, are enumerated by this
-engine around the fast one.  All methods agree up to rounding (``tests/test_fastenum.py``).
+decoder: one matrix product and one ``log`` per mask), ``"outer_sum"`` (block enumeration of
+the next pre-activation; ``"gray"`` is its deprecated alias) or ``"batched"`` (this engine); the
+other sites, if any, are enumerated by this engine around the fast one.  A model opts in by
+describing the affine map its site feeds (:meth:`dropcheck.models.Model.affine_feed`).  All
+methods agree up to rounding (``tests/test_fastenum.py``).
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from dropcheck import _fastenum
+from dropcheck import _engine, _fastenum
+from dropcheck._engine import Executor
 from dropcheck._validate import check_positive_int, check_q_sites
 from dropcheck.models._base import Model, Trace
-from dropcheck.noise import enumerate_masks, mask_count
+from dropcheck.noise import mask_count
 
 __all__ = [
     "MAX_MASKS",
@@ -53,8 +59,8 @@ __all__ = [
 #: Default limit on the number of masks one exact expectation may enumerate.
 MAX_MASKS = 2**26
 
-#: Memory budget of one chunk's per-mask arrays (bytes); chunk sizes are derived from it.
-CHUNK_BYTES = 64 * 2**20
+#: Memory budget of one chunk's per-mask arrays (bytes): the engine's, :data:`_engine.CHUNK_BYTES`.
+CHUNK_BYTES = _engine.CHUNK_BYTES
 
 
 def _setup(
@@ -82,22 +88,24 @@ def expectation(
     chunk_size: int | None = None,
     max_masks: int = MAX_MASKS,
     what: str = "this expectation",
+    executor: Executor | None = None,
 ) -> tuple[Any, ...]:
     """The enumeration engine: ``Σ_chunks fn(trace, prob)`` over every mask of ``sites``.
 
     ``fn(tr, prob)`` receives the trace of one chunk (``B`` masks shared by all ``n``
     examples, noise ``(B, 1, d)``) and the masks' probabilities ``(B,)``, and returns a tuple of
-    probability-weighted partial sums; the engine adds them chunk by chunk.
-    ``floats_per_mask`` (per example) sizes chunks to ``CHUNK_BYTES`` when ``chunk_size`` is None.
+    probability-weighted partial sums; the engine adds them by its pairwise sum over chunks.
+    ``floats_per_mask`` (per example) sizes chunks to ``CHUNK_BYTES`` when ``chunk_size`` is
+    None (:func:`dropcheck._engine.chunk_items`, at most ``2^16`` masks).
     """
     x2, _, names, qd = _setup(model, x, q, sites)
     max_masks = check_positive_int(max_masks, "max_masks")
     if chunk_size is None:
         per = floats_per_mask or (sum(model.widths.values()) + model.n_classes) * 4
-        chunk_size = max(1, min(2**16, CHUNK_BYTES // (8 * per * x2.shape[0])))
+        chunk_size = _engine.chunk_items(per * x2.shape[0], cap=2**16)
     return replicated_expectation(
         model, x2, q, 1, lambda traces, p: fn(traces[0], p), sites=names,
-        max_masks=max_masks, chunk_size=chunk_size, what=what,
+        max_masks=max_masks, chunk_size=chunk_size, what=what, executor=executor,
     )
 
 
@@ -110,32 +118,36 @@ def replicated_expectation(
     *,
     sites: Iterable[str] | str | None = None,
     max_masks: int = MAX_MASKS,
-    chunk_size: int = 4096,
+    chunk_size: int | None = None,
     what: str = "this joint expectation",
+    executor: Executor | None = None,
 ) -> tuple[Any, ...]:
     """Like :func:`expectation` over ``copies`` independent draws of the masks jointly.
 
     ``fn(traces, prob)`` gets one trace per copy (the same ``B`` joint masks) and returns
     probability-weighted partial sums.  This is what makes the DROPOUT_k and ``ξ̃`` identities
-    (Alg. 1, Sec. 3.1) checkable exactly: ``2^(copies·Σd)`` joint masks.
+    (Alg. 1, Sec. 3.1) checkable exactly: ``2^(copies·Σd)`` joint masks.  ``chunk_size``
+    defaults to the engine's budget for a per-example gradient per copy.
     """
     x2, _, names, qd = _setup(model, x, q, sites)
     copies = check_positive_int(copies, "copies")
     rep = {f"{s}#{j}": model.widths[s] for j in range(copies) for s in names}
     qrep = {f"{s}#{j}": qd[s] for j in range(copies) for s in names}
-    total: tuple[Any, ...] | None = None
-    for ch in enumerate_masks(
-        rep, qrep, chunk_size=chunk_size, max_masks=max_masks, xp=model.xp, dtype=model.dtype,
-        what=what,
-    ):
+    if chunk_size is None:
+        per = 4 * copies * (model.n_params + sum(model.widths.values()) + model.n_classes)
+        chunk_size = _engine.chunk_items(per * x2.shape[0], cap=2**16)
+
+    def one(eta: dict[str, Any], prob: Any) -> tuple[Any, ...]:
         traces = [
-            model.trace(x2, {s: ch.eta[f"{s}#{j}"][:, None, :] for s in names})
+            model.trace(x2, {s: eta[f"{s}#{j}"][:, None, :] for s in names})
             for j in range(copies)
         ]
-        part = fn(traces, ch.prob)
-        total = part if total is None else tuple(a + b for a, b in zip(total, part, strict=True))
-    assert total is not None
-    return total
+        return tuple(fn(traces, prob))
+
+    return _engine.enumerate_sum(
+        rep, qrep, one, chunk_size=check_positive_int(chunk_size, "chunk_size"),
+        max_masks=max_masks, xp=model.xp, dtype=model.dtype, what=what, executor=executor,
+    )
 
 
 def _weighted_sum(prob: Any, v: Any, xp: Any) -> Any:
@@ -149,18 +161,16 @@ def _squeeze(a: Any, single: bool) -> Any:
 
 def _fast_plan(
     model: Model, names: tuple[str, ...], qd: dict[str, float], method: str, max_masks: int,
-    what: str,
+    what: str, gradient: bool = False,
 ) -> _fastenum.FastPlan | None:
     """The fast path for ``method`` (None: batched), after the same mask-count refusal."""
-    fp = _fastenum.plan(model, names, qd, method, what)
+    fp = _fastenum.plan(model, names, qd, method, what, gradient=gradient)
     if fp is not None:
-        # the limit and its message are the batched engine's: enumerate_masks checks the count
-        # before yielding its first (one-mask) chunk
-        next(iter(enumerate_masks(
-            {s: model.widths[s] for s in names}, qd, chunk_size=1,
-            max_masks=check_positive_int(max_masks, "max_masks"), xp=model.xp,
-            dtype=model.dtype, what=what,
-        )))
+        # the limit and its message are the batched engine's, checked before any work
+        _engine.check_mask_count(
+            {s: model.widths[s] for s in names}, qd,
+            check_positive_int(max_masks, "max_masks"), what,
+        )
     return fp
 
 
@@ -174,26 +184,28 @@ def expected_loss(
     chunk_size: int | None = None,
     max_masks: int = MAX_MASKS,
     method: str = "auto",
+    executor: Executor | None = None,
 ) -> Any:
     """``E_η ℓ(F(x, η), y)`` exactly, per example: ``(n,)`` (scalar for one example).
 
     ``method``: ``"batched"`` pushes every mask through the network; ``"factorized"`` (the last
-    dropping site feeds the decoder; cross-entropy or squared loss) and ``"gray"`` (it feeds any
-    affine map) enumerate that site by the block methods of :mod:`dropcheck._fastenum`; ``"auto"``
-    (default) takes the fastest that applies.  All give the same value up to rounding.
+    dropping site feeds the decoder; cross-entropy or squared loss) and ``"outer_sum"`` (it
+    feeds any affine map; ``"gray"``, deprecated, is the same) enumerate that site by the block
+    kernels of :mod:`dropcheck._fastenum`; ``"auto"`` (default) takes the fastest that applies.
+    All give the same value up to rounding.  ``executor`` maps the chunks (default serial).
     """
     x2, single, names, qd = _setup(model, x, q, sites)
     y2 = model.check_y(y, x2.shape[0])
     xp = model.xp
     fp = _fast_plan(model, names, qd, method, max_masks, "expected_loss")
     if fp is not None:
-        return _squeeze(_fastenum.expected_loss(model, x2, y2, qd, fp, chunk_size=chunk_size),
-                        single)
+        return _squeeze(_fastenum.expected_loss(model, x2, y2, qd, fp, chunk_size=chunk_size,
+                                                executor=executor), single)
     (s,) = expectation(
         model, x2, q,
         lambda tr, p: (_weighted_sum(p, model.loss.value(tr.logits, y2), xp),),
         sites=names, chunk_size=chunk_size, max_masks=max_masks,
-        what="expected_loss",
+        what="expected_loss", executor=executor,
     )
     return _squeeze(s, single)
 
@@ -208,25 +220,27 @@ def explicit_regularizer(
     chunk_size: int | None = None,
     max_masks: int = MAX_MASKS,
     method: str = "auto",
+    executor: Executor | None = None,
 ) -> Any:
     """``R_drop(F, x) = E_η ℓ(F(x, η)) − ℓ(F(x))`` exactly, per example ``(n,)``.
 
-    ``method`` as in :func:`expected_loss`.
+    ``method`` and ``executor`` as in :func:`expected_loss`.
     """
     x2, single, names, qd = _setup(model, x, q, sites)
     y2 = model.check_y(y, x2.shape[0])
     xp = model.xp
-    clean = model.loss.value(model.trace(x2).logits[0, ...], y2)
     fp = _fast_plan(model, names, qd, method, max_masks, "explicit_regularizer")
     if fp is not None:
-        r = _fastenum.expected_loss(model, x2, y2, qd, fp, shift=clean, chunk_size=chunk_size)
+        r = _fastenum.expected_loss(model, x2, y2, qd, fp, clean=True, chunk_size=chunk_size,
+                                    executor=executor)
         return _squeeze(r, single)
+    clean = model.loss.value(model.trace(x2).logits[0, ...], y2)
     # subtract the clean loss inside the sum: Σ p (ℓ_m − ℓ) keeps the small difference accurate
     (s,) = expectation(
         model, x2, q,
         lambda tr, p: (_weighted_sum(p, model.loss.value(tr.logits, y2) - clean, xp),),
         sites=names, chunk_size=chunk_size, max_masks=max_masks,
-        what="explicit_regularizer",
+        what="explicit_regularizer", executor=executor,
     )
     return _squeeze(s, single)
 
@@ -251,28 +265,29 @@ def expected_gradient(
     chunk_size: int | None = None,
     max_masks: int = MAX_MASKS,
     method: str = "auto",
+    executor: Executor | None = None,
 ) -> Any:
     """``∇_W ℓ_drop(F, x) = E_η ∇_W ℓ(F(x, η))`` exactly, per example ``(n, P)``.
 
-    ``method``: ``"factorized"`` (the last dropping site feeds the decoder: the softmax moments
-    ``E[p]``, ``E[m_k p]`` from one product per chunk, no per-mask backward), ``"batched"``, or
-    ``"auto"`` (factorized where it applies).  The gray method has no gradient.
+    ``method``: ``"factorized"`` (the last dropping site feeds the decoder and the model gives
+    the pullback below it: the softmax moments ``E[p]``, ``E[m_k p]`` from one product per
+    chunk, no per-mask backward), ``"batched"``, or ``"auto"`` (factorized where it applies).
+    The outer-sum method has no gradient.
     """
     x2, single, names, qd = _setup(model, x, q, sites)
     y2 = model.check_y(y, x2.shape[0])
     xp = model.xp
-    if method == "gray":
-        raise ValueError("method='gray' computes losses only; use 'auto', 'factorized' or "
+    if _fastenum.normalize_method(method) == "outer_sum":
+        raise ValueError(f"method={method!r} computes losses only; use 'auto', 'factorized' or "
                          "'batched' for expected_gradient")
-    fp = _fast_plan(model, names, qd, method, max_masks, "expected_gradient")
-    if fp is not None and fp.method == "factorized":
-        return _squeeze(
-            _fastenum.expected_gradient(model, x2, y2, qd, fp, chunk_size=chunk_size), single
-        )
+    fp = _fast_plan(model, names, qd, method, max_masks, "expected_gradient", gradient=True)
+    if fp is not None:
+        return _squeeze(_fastenum.expected_gradient(
+            model, x2, y2, qd, fp, chunk_size=chunk_size, executor=executor), single)
     (s,) = expectation(
         model, x2, q, lambda tr, p: (_weighted_sum(p, loss_gradients(model, tr, y2), xp),),
         sites=names, floats_per_mask=_grad_floats(model), chunk_size=chunk_size,
-        max_masks=max_masks, what="expected_gradient",
+        max_masks=max_masks, what="expected_gradient", executor=executor,
     )
     return _squeeze(s, single)
 
@@ -287,6 +302,7 @@ def gradient_noise_cov(
     sites: Iterable[str] | str | None = None,
     chunk_size: int | None = None,
     max_masks: int = MAX_MASKS,
+    executor: Executor | None = None,
 ) -> Any:
     """``Cov_η(ξ_drop)`` exactly (eq. 3.3), per example ``(n, P, P)``.
 
@@ -314,6 +330,7 @@ def gradient_noise_cov(
     m1, m2 = expectation(
         model, x2, q, fn, sites=names, floats_per_mask=_grad_floats(model),
         chunk_size=chunk_size, max_masks=max_masks, what="gradient_noise_cov",
+        executor=executor,
     )
     cov = m2 - m1[:, :, None] * m1[:, None, :]
     return _squeeze(cov, single)

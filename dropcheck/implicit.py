@@ -41,6 +41,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from dropcheck import _engine
 from dropcheck._validate import (
     check_choice,
     check_finite_scalar,
@@ -68,8 +69,8 @@ __all__ = [
 _NOISES = ("bernoulli", "rademacher")
 _REDUCTIONS = ("none", "mean")
 
-#: Memory budget of the per-draw intermediates of one chunk of draws (bytes).
-_CHUNK_BYTES = 64 * 2**20
+#: Memory budget of the per-draw intermediates of one chunk of draws (bytes): the engine's.
+_CHUNK_BYTES = _engine.CHUNK_BYTES
 
 
 # ----- shared plumbing -----
@@ -96,7 +97,7 @@ def _check_draws(draws: int | None) -> int:
 def _chunk(model: Model, n: int, per_draw: int) -> int:
     """Draws per chunk so that ``per_draw`` copies of the per-example arrays fit the budget."""
     floats = per_draw * n * (model.n_params + 2 * sum(model.widths.values()) + model.n_classes)
-    return max(1, _CHUNK_BYTES // (8 * floats))
+    return _engine.chunk_items(floats)
 
 
 def _sample(
@@ -113,15 +114,8 @@ def _sample(
 def _map_draws(
     model: Model, n: int, draws: int, per_draw: int, fn: Callable[[int], Any]
 ) -> Any:
-    """``fn(b)`` for chunks of ``b`` draws, concatenated along the leading axis."""
-    step = _chunk(model, n, per_draw)
-    parts = []
-    done = 0
-    while done < draws:
-        b = min(step, draws - done)
-        parts.append(fn(b))
-        done += b
-    return parts[0] if len(parts) == 1 else model.xp.concat(parts, axis=0)
+    """``fn(b)`` for chunks of ``b`` draws (in order), concatenated along the leading axis."""
+    return _engine.map_draws(fn, draws, _chunk(model, n, per_draw), model.xp)
 
 
 def _grads(model: Model, x2: Any, y2: Any, noise: Mapping[str, Any]) -> Any:

@@ -129,6 +129,16 @@ class CrossEntropy(Loss):
         off = softmax(f, xp) * (1.0 - e)
         return off - e * xp.sum(off, axis=-1, keepdims=True)
 
+    def grad_at_probs(self, p: Any, y: Any) -> Any:
+        """``∇_F ℓ = p − e_y`` written through the probabilities ``p = softmax(F)`` ``(..., c)``.
+
+        Affine in ``p``, so it maps an *expected* softmax ``E[p]`` (or ``E[m p]/E[m]``) to the
+        expected gradient: the factorized enumeration (:mod:`dropcheck._fastenum`) uses it.
+        ``y`` broadcasts against ``p.shape[:-1]``.
+        """
+        xp = namespace(p)
+        return p - self._onehot(y, p.shape[-1], xp, p.dtype)
+
     def hessian(self, f: Any, y: Any) -> Any:  # noqa: D102
         xp = namespace(f)
         p = softmax(f, xp)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from dropcheck._engine import chunk_items, sample_sums
 from dropcheck._validate import check_positive_int, check_q_sites
 from dropcheck.backend import make_rng
 from dropcheck.exact import loss_gradients
@@ -51,7 +52,13 @@ def _moments(
     shift: Any,
     chunk_size: int | None,
 ) -> tuple[Any, Any, bool]:
-    """Shifted first and second moments of ``fn`` over ``samples`` draws: (mean, stderr)."""
+    """Mean and standard error of ``fn`` over ``samples`` draws, from shifted moments.
+
+    With ``v_t = fn(trace_t) − shift``: ``mean = shift + S₁/N`` and
+    ``stderr = sqrt((S₂ − N·mean_v²)/((N−1)·N))`` with ``S_k = Σ_t v_t^k`` — the power sums of
+    :func:`dropcheck._engine.sample_sums`, draws in chunks of the engine's budget (at most
+    4096), noise ``(b, n, d)`` drawn site by site from one generator in chunk order.
+    """
     samples = check_positive_int(samples, "samples", minimum=2)
     x2, single = model.check_x(x)
     names = model.check_sites(sites)
@@ -60,21 +67,18 @@ def _moments(
     xp = model.xp
     n = x2.shape[0]
     if chunk_size is None:
-        per = (sum(model.widths.values()) + model.n_classes + model.n_params) * 4
-        chunk_size = max(1, min(4096, (32 * 2**20) // (8 * per * n)))
-    s1 = s2 = None
-    done = 0
-    while done < samples:
-        b = min(chunk_size, samples - done)
+        # per draw and example: sites, logits and a flat gradient, a few copies each
+        per = (sum(model.widths.values()) + model.n_classes + model.n_params) * 8
+        chunk_size = chunk_items(per * n, cap=4096)
+
+    def draw(b: int) -> Any:
         noise = {
             s: sample_eta(gen, (b, n, model.widths[s]), qd[s], xp=xp, dtype=model.dtype)
             for s in names
         }
-        v = fn(model.trace(x2, noise)) - shift
-        a1, a2 = xp.sum(v, axis=0), xp.sum(v * v, axis=0)
-        s1 = a1 if s1 is None else s1 + a1
-        s2 = a2 if s2 is None else s2 + a2
-        done += b
+        return fn(model.trace(x2, noise)) - shift
+
+    s1, s2 = sample_sums(draw, samples, chunk_size)
     mean = s1 / samples
     var = (s2 - samples * mean * mean) / (samples - 1)
     var = xp.where(var > 0, var, 0.0 * var)

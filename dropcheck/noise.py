@@ -31,6 +31,8 @@ __all__ = [
     "MaskChunk",
     "mask_count",
     "enumerate_masks",
+    "mask_chunk",
+    "check_mask_count",
     "TooManyMasksError",
 ]
 
@@ -115,6 +117,71 @@ def mask_count(widths: Mapping[str, int], q: Mapping[str, float]) -> int:
     return 2 ** sum(_bits(widths, q).values())
 
 
+def check_mask_count(
+    widths: Mapping[str, int],
+    q: Mapping[str, float],
+    max_masks: int,
+    what: str = "this expectation",
+) -> int:
+    """The number of masks ``2^Σd_i`` over ``widths`` (sites with ``q > 0``), checked.
+
+    Raises :class:`TooManyMasksError` past ``max_masks``, naming the count, the sites and the
+    Monte-Carlo alternative, before any work.
+    """
+    qs = {s: check_q(q[s], f"q[{s!r}]") for s in widths}
+    total_bits = sum(_bits(widths, qs).values())
+    count = 2**total_bits
+    if count > max_masks:
+        desc = ", ".join(f"{s}: {d} units" for s, d in widths.items())
+        raise TooManyMasksError(
+            f"exact enumeration of {what} needs 2^{total_bits} = {count:.3g} masks ({desc}), "
+            f"more than max_masks = {max_masks:.3g}. Use the Monte-Carlo counterpart in "
+            f"dropcheck.montecarlo (same name, with samples=... and rng=...; it returns an "
+            f"estimate with its standard error), choose fewer sites or narrower layers, or pass "
+            f"a larger max_masks if you can wait for {count:.3g} masks."
+        )
+    return count
+
+
+def mask_chunk(
+    widths: Mapping[str, int],
+    q: Mapping[str, float],
+    start: int,
+    stop: int,
+    *,
+    xp: Any = None,
+    dtype: Any = None,
+) -> MaskChunk:
+    """Masks ``start … stop−1`` of the enumeration of ``widths`` with their probabilities.
+
+    A pure function of the range (the engine's chunk descriptors map to it): mask ``i`` keeps
+    unit ``k`` (counted over the sites with ``q > 0`` in order) iff bit ``k`` of ``i`` is set;
+    ``eta[site]`` ``(B, d)`` is the paper's η, ``prob`` ``(B,)`` is ``Π (1−q)^kept q^dropped``.
+    """
+    xp = namespace(xp=xp)
+    dtype = default_dtype(xp) if dtype is None else dtype
+    qs = {s: check_q(q[s], f"q[{s!r}]") for s in widths}
+    bits = _bits(widths, qs)
+    total_bits = sum(bits.values())
+    shift = xp.arange(total_bits, dtype=xp.int64)
+    idx = xp.arange(start, stop, dtype=xp.int64)
+    keep = xp.astype((idx[:, None] >> shift[None, :]) & 1, dtype)
+    prob = xp.ones((stop - start,), dtype=dtype)
+    eta: dict[str, Any] = {}
+    col = 0
+    for s, d in widths.items():
+        qs_ = qs[s]
+        if bits[s] == 0:
+            eta[s] = xp.zeros((stop - start, d), dtype=dtype)
+            continue
+        k = keep[:, col : col + d]
+        col += d
+        eta[s] = k / (1.0 - qs_) - 1.0
+        n_keep = xp.sum(k, axis=1)
+        prob = prob * (1.0 - qs_) ** n_keep * qs_ ** (d - n_keep)
+    return MaskChunk(eta=eta, prob=prob, start=start)
+
+
 def enumerate_masks(
     widths: Mapping[str, int],
     q: Mapping[str, float],
@@ -144,40 +211,11 @@ def enumerate_masks(
     what
         Named in the error, with the Monte-Carlo alternative.
 
-    The probabilities of all masks sum to one; a chunk's ``eta`` is the paper's η.
+    The probabilities of all masks sum to one; a chunk's ``eta`` is the paper's η.  Each chunk
+    is :func:`mask_chunk` of its range (the engine, :mod:`dropcheck._engine`, calls that).
     """
     xp = namespace(xp=xp)
-    dtype = default_dtype(xp) if dtype is None else dtype
     chunk_size = check_positive_int(chunk_size, "chunk_size")
-    qs = {s: check_q(q[s], f"q[{s!r}]") for s in widths}
-    bits = _bits(widths, qs)
-    total_bits = sum(bits.values())
-    count = 2**total_bits
-    if count > max_masks:
-        desc = ", ".join(f"{s}: {d} units" for s, d in widths.items())
-        raise TooManyMasksError(
-            f"exact enumeration of {what} needs 2^{total_bits} = {count:.3g} masks ({desc}), "
-            f"more than max_masks = {max_masks:.3g}. Use the Monte-Carlo counterpart in "
-            f"dropcheck.montecarlo (same name, with samples=... and rng=...; it returns an "
-            f"estimate with its standard error), choose fewer sites or narrower layers, or pass "
-            f"a larger max_masks if you can wait for {count:.3g} masks."
-        )
-    shift = xp.arange(total_bits, dtype=xp.int64)
+    count = check_mask_count(widths, q, max_masks, what)
     for start in range(0, count, chunk_size):
-        stop = min(start + chunk_size, count)
-        idx = xp.arange(start, stop, dtype=xp.int64)
-        keep = xp.astype((idx[:, None] >> shift[None, :]) & 1, dtype)
-        prob = xp.ones((stop - start,), dtype=dtype)
-        eta: dict[str, Any] = {}
-        col = 0
-        for s, d in widths.items():
-            qs_ = qs[s]
-            if bits[s] == 0:
-                eta[s] = xp.zeros((stop - start, d), dtype=dtype)
-                continue
-            k = keep[:, col : col + d]
-            col += d
-            eta[s] = k / (1.0 - qs_) - 1.0
-            n_keep = xp.sum(k, axis=1)
-            prob = prob * (1.0 - qs_) ** n_keep * qs_ ** (d - n_keep)
-        yield MaskChunk(eta=eta, prob=prob, start=start)
+        yield mask_chunk(widths, q, start, min(start + chunk_size, count), xp=xp, dtype=dtype)

@@ -1,4 +1,4 @@
-"""The fast enumeration paths (factorized, gray) against the batched engine.
+"""The fast enumeration paths (factorized, outer_sum) against the batched engine.
 
 Tolerances.  Both paths sum the same ``2^d ≤ 2^10`` probability-weighted per-mask losses, in
 different orders and from logits rounded differently (a matrix product of the kept units' terms
@@ -58,18 +58,18 @@ def test_factorized_matches_batched(width, classes, q, seed, scale):
 
 @given(st.integers(1, 8), st.integers(1, 6), q_st, st.integers(0, 10**6),
        st.sampled_from(["tanh", "sigmoid", "relu", "gelu", "softplus"]))
-def test_gray_matches_batched(width, nxt, q, seed, act):
+def test_outer_sum_matches_batched(width, nxt, q, seed, act):
     net = dc.MLP.random([3, width, nxt, 3], activation=act, sites="h1", seed=seed)
     x, y = _data(net, 2, seed)
-    _check(net, x, y, q, "gray")
+    _check(net, x, y, q, "outer_sum")
 
 
 @given(st.integers(1, 8), q_st, st.integers(0, 10**6), st.sampled_from(["tanh", "relu"]))
-def test_gray_input_site_and_deeper_rest(width, q, seed, act):
-    # the input site of a 2-hidden-layer net: the gray block feeds two more layers
+def test_outer_sum_input_site_and_deeper_rest(width, q, seed, act):
+    # the input site of a 2-hidden-layer net: the outer-sum block feeds two more layers
     net = dc.MLP.random([width, 4, 3, 3], activation=act, sites="x", seed=seed)
     x, y = _data(net, 2, seed)
-    _check(net, x, y, q, "gray")
+    _check(net, x, y, q, "outer_sum")
     _check(net, x, y, q, "auto")
 
 
@@ -83,14 +83,14 @@ def test_several_sites_outer_batched_inner_fast(sizes, sites, act):
     net = dc.MLP.random(sizes, activation=act, sites=sites, seed=3)
     x, y = _data(net, 3, 3)
     _check(net, x, y, {s: 0.2 + 0.2 * i for i, s in enumerate(sites)}, "auto")
-    _check(net, x, y, 0.4, "gray")
+    _check(net, x, y, 0.4, "outer_sum")
 
 
 def test_squared_loss_closed_form():
     net = dc.MLP.random([3, 6, 4], sites="h1", loss="squared", seed=1)
     x, y = _data(net, 3, 1)
     _check(net, x, y, 0.3, "factorized")
-    _check(net, x, y, 0.3, "gray")
+    _check(net, x, y, 0.3, "outer_sum")
     two = dc.MLP.random([3, 4, 5, 4], sites=("x", "h2"), loss="squared", seed=1)
     x2, y2 = _data(two, 3, 1)
     _check(two, x2, y2, {"x": 0.2, "h2": 0.5}, "factorized")
@@ -121,15 +121,15 @@ def test_factorized_stable_for_large_logits(weight_scale, monkeypatch):
 
 
 @pytest.mark.parametrize("act", ["tanh", "sigmoid"])
-def test_gray_stable_for_huge_preactivations(act):
+def test_outer_sum_stable_for_huge_preactivations(act):
     # |2 z| past the exponent range: the separable tanh/sigmoid must fall back, not make inf/inf
     net = dc.MLP.random([3, 6, 5, 3], activation=act, sites="h1", seed=5, scale=400.0)
     x, y = _data(net, 2, 5)
-    _check(net, x, y, 0.5, "gray")
+    _check(net, x, y, 0.5, "outer_sum")
 
 
 @pytest.mark.parametrize("method, sizes", [
-    ("factorized", [3, 7, 4]), ("gray", [3, 7, 5, 4]), ("gray", [3, 7, 4])
+    ("factorized", [3, 7, 4]), ("outer_sum", [3, 7, 5, 4]), ("outer_sum", [3, 7, 4])
 ])
 def test_chunk_size_independence(method, sizes):
     net = dc.MLP.random(sizes, sites="h1", seed=6)
@@ -146,7 +146,7 @@ def test_float32_model():
     x, y = _data(net, 3, 7)
     x = x.astype(np.float32)
     ref = dc.exact.expected_loss(net, x, y, 0.3, method="batched")
-    for method in ("gray", "auto"):
+    for method in ("outer_sum", "auto"):
         got = dc.exact.expected_loss(net, x, y, 0.3, method=method)
         assert got.dtype == np.float32
         # float32: 256 terms, each a few ulps (6e-8) of O(1) logits
@@ -172,7 +172,7 @@ def test_array_api_namespaces(xp_case, monkeypatch):
         ref_act = dc.MLP([ref_net.params[f"W{i}"] for i in (1, 2, 3)],
                          [ref_net.params[f"b{i}"] for i in (1, 2, 3)], act, "h1")
         ref = dc.exact.explicit_regularizer(ref_act, x, y, 0.4, method="batched")
-        for method in ("gray", "batched"):
+        for method in ("outer_sum", "batched"):
             got = dc.exact.explicit_regularizer(net, xx, yy, 0.4, method=method)
             assert_close(got, ref, rtol=RTOL, atol=1e-13, check_namespace=False,
                          check_dtype=False)
@@ -256,7 +256,7 @@ def test_factorized_gradient_large_logits(monkeypatch):
     assert_close(got, ref, rtol=RTOL, atol=1e-13)
     assert calls, "the direct softmax of underflowed entries was not exercised"
     with pytest.raises(ValueError, match="losses only"):
-        dc.exact.expected_gradient(net, x, y, 0.5, method="gray")
+        dc.exact.expected_gradient(net, x, y, 0.5, method="outer_sum")
 
 
 @pytest.mark.parametrize("fold", [1, 2, 8, 16])
@@ -275,3 +275,87 @@ def test_folded_logs_agree_whatever_the_fold(fold, monkeypatch):
         _check(net, x, y, 0.3, "factorized", chunk_size=64)
     if fold == 8:
         assert {8, 4, 2, 1} <= set(chosen), chosen
+
+
+# ----- the capability (Model.affine_feed), the LSTM decoder site, the renamed method -----
+
+
+def test_capability_not_type_decides():
+    # an MLP that does not describe its sites gets the batched engine, and the same values
+    class Opaque(dc.MLP):
+        def affine_feed(self, site):
+            return None
+
+    ref = dc.MLP.random([3, 5, 4], sites="h1", seed=12)
+    net = Opaque([ref.params["W1"], ref.params["W2"]], [ref.params["b1"], ref.params["b2"]],
+                 "tanh", "h1")
+    x, y = _data(ref, 3, 12)
+    got = dc.exact.expected_loss(net, x, y, 0.3)  # auto: no fast path
+    assert_close(got, dc.exact.expected_loss(ref, x, y, 0.3), rtol=RTOL, atol=1e-12)
+    with pytest.raises(ValueError, match="affine_feed"):
+        dc.exact.expected_loss(net, x, y, 0.3, method="factorized")
+    feed = ref.affine_feed("h1")
+    assert feed.decoder and feed.w_key == "W2" and feed.n_classes == 4
+    deep = dc.MLP.random([3, 5, 6, 4], sites=("x", "h1"), seed=12).affine_feed("x")
+    assert deep.activation == "tanh" and len(deep.following) == 2 and deep.widest == 6
+    assert dc.Linear.random(4, 3).affine_feed("x").decoder
+
+
+def _lstm_data(lm, n, T, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, lm.vocab, (n, T)), rng.integers(0, lm.vocab, (n, T))
+
+
+@pytest.mark.parametrize("sites, q", [
+    ("out", 0.3),
+    (("emb", "out"), {"emb": 0.2, "out": 0.5}),
+    (("h1", "out"), 0.4),
+])
+def test_lstm_decoder_site_factorized_matches_batched(sites, q, monkeypatch):
+    # per-token logits are affine in the decoder-site mask and the loss is a sum over tokens:
+    # E Σ_t ℓ_t = Σ_t E ℓ_t, each token a row of the factorized kernel.  Sums of 2^≤10 masks
+    # per token and T·(outer masks) tokens: the same ulps-of-ℓ argument as above, ℓ ~ T log V
+    calls = []
+    rows = _fastenum._factorized_ce_rows
+    monkeypatch.setattr(_fastenum, "_factorized_ce_rows",
+                        lambda *a: calls.append(1) or rows(*a))
+    lm = dc.LSTM.random(9, 4, 5, 2, seed=13, scale=3.0)
+    x, y = _lstm_data(lm, 2, 4, 13)
+    M = max(1.0, float(np.abs(lm.forward(x)).max())) * x.shape[1]
+    for chunk in (None, 4):
+        for fn in (dc.exact.expected_loss, dc.exact.explicit_regularizer):
+            ref = fn(lm, x, y, q, sites=sites, method="batched")
+            got = fn(lm, x, y, q, sites=sites, method="factorized", chunk_size=chunk)
+            assert_close(got, ref, rtol=RTOL, atol=1e-12 * M)
+    assert calls
+    # the gradient has no pullback through the recurrence: auto falls back, factorized refuses
+    g = dc.exact.expected_gradient(lm, x, y, q, sites=sites)
+    assert_close(g, dc.exact.expected_gradient(lm, x, y, q, sites=sites, method="batched"),
+                 rtol=0, atol=0)
+    with pytest.raises(ValueError, match="pullback"):
+        dc.exact.expected_gradient(lm, x, y, q, sites=sites, method="factorized")
+    assert lm.affine_feed("emb") is None
+
+
+def test_lstm_per_step_masks_have_the_locked_per_token_expectation():
+    # with per-step masks every token's mask has the same marginal as a locked one, so
+    # E Σ_t ℓ_t is the same number; the batched engine cannot enumerate per-step masks
+    lm = dc.LSTM.random(8, 3, 4, 1, seed=14, scale=2.0)
+    x, y = _lstm_data(lm, 3, 5, 14)
+    ref = dc.exact.explicit_regularizer(lm, x, y, 0.35, sites="out", method="batched")
+    got = dc.exact.explicit_regularizer(lm.with_mask("per_step"), x, y, 0.35, sites="out")
+    assert_close(got, ref, rtol=RTOL, atol=1e-13)
+
+
+def test_gray_is_a_deprecated_alias_of_outer_sum(monkeypatch):
+    monkeypatch.setattr(_fastenum, "_WARNED", set())
+    net = dc.MLP.random([3, 5, 4, 3], sites="h1", seed=15)
+    x, y = _data(net, 2, 15)
+    new = dc.exact.expected_loss(net, x, y, 0.3, method="outer_sum")
+    with pytest.warns(DeprecationWarning, match="outer_sum"):
+        old = dc.exact.expected_loss(net, x, y, 0.3, method="gray")
+    assert np.array_equal(old, new)
+    again = dc.exact.expected_loss(net, x, y, 0.3, method="gray")  # once: no second warning
+    assert np.array_equal(again, new)
+    with pytest.raises(ValueError, match="losses only"):
+        dc.exact.expected_gradient(net, x, y, 0.3, method="gray")

@@ -27,7 +27,7 @@ once against these primitives.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -62,6 +62,86 @@ class Tangent:
     site_tangents: dict[str, Any]
     noise_tangents: dict[str, Any]
     cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AffineFeed:
+    r"""A capability: a site feeds an affine map, ``z = W((1+η)⊙h) + b``, then the rest.
+
+    Returned by :meth:`Model.affine_feed`; the fast exact enumerations
+    (:mod:`dropcheck._fastenum`) use only this, never a model's type or private attributes.
+    Because ``z`` is affine in the site's keep mask, ``z(m) = b + Σ_k m_k W[:, k] h_k/(1−q)``
+    splits over groups of units, which is what the factorized and outer-sum kernels exploit.
+
+    Fields
+    ------
+    W, b
+        The affine map, ``(d_out, d)`` and ``(d_out,)``.
+    activation
+        None when ``z`` are the logits (the site feeds the *decoder*); else the name of the
+        activation ``σ`` applied to ``z`` (one of :data:`dropcheck.models._activations`).
+    act
+        ``σ(z, xp)`` elementwise (None for the decoder).
+    following
+        The affine maps of the rest of the network, ``((W', b'), …)``: the logits are
+        ``A_k(σ(… A_1(σ(z))))`` with ``A_i(a) = W_i a + b_i`` (empty for the decoder).  No
+        dropout acts there (the site is the last one dropping units).
+    tokens
+        Whether the site's value carries a token axis, ``(B, n, T, d)``, with the model's loss
+        the *sum* over tokens of ``token_loss`` on per-token logits (an LSTM's decoder).  Then
+        ``E`` of the sum is the sum of the per-token expectations, and tokens are rows of the
+        kernels like examples.
+    token_loss
+        The loss of one row of logits ``(…, c)`` (the model's loss when ``tokens`` is False).
+    pullback
+        Optional ``pullback(x, noise, g) -> (B, n, P)``: flat per-example parameter gradients of
+        ``⟨g, h⟩`` with ``g`` ``(B, n, d)`` a cotangent of the site's value ``h`` (the gradient
+        of the layers *below* the site; zero for ``W, b`` and the layers after).  With it the
+        expected gradient factorizes too.
+    w_key, b_key
+        The names of ``W`` and ``b`` in ``model.params`` (where their gradients go).
+    """
+
+    W: Any
+    b: Any
+    activation: str | None = None
+    act: Callable[[Any, Any], Any] | None = None
+    following: tuple[tuple[Any, Any], ...] = ()
+    tokens: bool = False
+    token_loss: Loss | None = None
+    pullback: Callable[[Any, Mapping[str, Any] | None, Any], Any] | None = None
+    w_key: str | None = None
+    b_key: str | None = None
+
+    @property
+    def decoder(self) -> bool:
+        """Whether ``z`` are the logits."""
+        return self.activation is None
+
+    @property
+    def n_classes(self) -> int:
+        """Number of logits ``c``."""
+        return int((self.following[-1][0] if self.following else self.W).shape[0])
+
+    @property
+    def widest(self) -> int:
+        """The widest layer from ``z`` on (``d_out`` and every following map's output)."""
+        return max([int(self.W.shape[0]), *(int(w.shape[0]) for w, _ in self.following)])
+
+    def rest(
+        self, a: Any, xp: Any, start: int = 0, act: Callable[[Any, Any], Any] | None = None
+    ) -> Any:
+        """Logits from ``a = σ(·)`` entering following map ``start``, units-major ``(…, d, M)``.
+
+        ``W_i @ a + b_i[:, None]`` then ``σ`` (``act`` if given, an equal but faster form) for
+        every map but the last, whose output is the logits ``(…, c, M)``.
+        """
+        sigma = self.act if act is None else act
+        maps = self.following[start:]
+        for i, (W, b) in enumerate(maps):
+            z = W @ a + b[:, None]
+            a = z if i == len(maps) - 1 else sigma(z, xp)  # type: ignore[misc]
+        return a
 
 
 class Model:
@@ -150,6 +230,16 @@ class Model:
         adj, _ = self.adjoint_tangent(tr, tan, g, g_dot, sites=sites)
         vals = self.site_values(tr)
         return {s: adj[s] * vals[s] for s in sites}
+
+    # ----- capabilities (optional; None: the generic algorithms apply) -----
+    def affine_feed(self, site: str) -> AffineFeed | None:
+        """How ``site`` feeds the network, when it feeds an affine map (else None).
+
+        A model that returns an :class:`AffineFeed` for its last dropping site gets the fast
+        exact enumerations (:mod:`dropcheck._fastenum`); the default says nothing (None) and
+        the batched engine applies.
+        """
+        return None
 
     # ----- derived structure -----
     @property

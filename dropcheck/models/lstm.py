@@ -59,7 +59,7 @@ from typing import Any
 from dropcheck._validate import check_choice, check_finite, check_q
 from dropcheck.backend import asarray, default_dtype, make_rng, matmul, namespace
 from dropcheck.losses import CrossEntropy
-from dropcheck.models._base import Model, Site, Tangent, Trace
+from dropcheck.models._base import AffineFeed, Model, Site, Tangent, Trace
 from dropcheck.noise import sample_eta, sample_rademacher
 
 __all__ = ["LSTM", "TokenCrossEntropy", "MASKS"]
@@ -505,6 +505,23 @@ class LSTM(Model):
         for l, lc in enumerate(tr.cache["layers"], 1):
             vals[self.site_names_all[l]] = lc["h"]
         return {s: vals[s] for s in self.site_names}
+
+    def affine_feed(self, site: str) -> AffineFeed | None:
+        """The decoder site ``"out"`` feeds the logits, ``F_t = D((1+η)⊙h_t) + b_D``: affine.
+
+        Per token, the logits are affine in the site's mask, and the loss is the sum of the
+        token cross-entropies, so ``E ℓ = Σ_t E ℓ_t`` and each token is a row of the
+        factorized kernel (``tokens=True``) — for locked masks (one mask shared by the steps:
+        each token's marginal is the same) and per-step masks alike.  Other sites feed an LSTM
+        layer (a recurrence, not a function of one affine map): None.  No ``pullback``: the
+        factorized gradient does not apply (BPTT from a site cotangent is not a primitive).
+        """
+        self.check_sites((site,), "site")
+        if site != self.site_names_all[-1]:
+            return None
+        return AffineFeed(self._dec(), self.params["bD"], tokens=True,
+                          token_loss=CrossEntropy(), w_key="E" if self.tied else "D",
+                          b_key="bD")
 
     def final_state(self, tr: Trace) -> list[tuple[Any, Any]]:
         """``(h_T, c_T)`` per layer, ``(B, n, H)``: the initial state of the next window."""

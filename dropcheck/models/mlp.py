@@ -8,6 +8,7 @@ rule per layer kind (affine, activation, noise), batched over directions, draws 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ from dropcheck._validate import check_choice, check_finite
 from dropcheck.backend import asarray, default_dtype, make_rng, matmul, namespace
 from dropcheck.losses import Loss, get_loss
 from dropcheck.models._activations import ACTIVATIONS
-from dropcheck.models._base import Model, Site, Tangent, Trace
+from dropcheck.models._base import AffineFeed, Model, Site, Tangent, Trace
 
 __all__ = ["MLP"]
 
@@ -24,6 +25,16 @@ def _broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
     nd = max(len(s) for s in shapes)
     padded = [(1,) * (nd - len(s)) + tuple(s) for s in shapes]
     return tuple(max(dims) for dims in zip(*padded, strict=True))
+
+
+def _zero_pullback(model: Model) -> Any:
+    """The pullback of a site on the input: no parameters below it, a zero gradient."""
+
+    def pullback(x: Any, noise: Any, g: Any) -> Any:
+        xp = model.xp
+        return xp.zeros((*g.shape[:-1], model.n_params), dtype=g.dtype)
+
+    return pullback
 
 
 def _site_name(layer: int) -> str:
@@ -170,6 +181,61 @@ class MLP(Model):
 
     def site_values(self, tr: Trace) -> dict[str, Any]:  # noqa: D102
         return {s: tr.cache["h"][self._site_layer[s]] for s in self.site_names}
+
+    def affine_feed(self, site: str) -> AffineFeed | None:
+        """Site ``h_{l}`` feeds ``z_{l+1} = W_{l+1} h̃_l + b_{l+1}``, then σ and the later layers.
+
+        The decoder when ``l + 1 = L``.  ``pullback`` is the reverse sweep of a cotangent of
+        ``h_l`` through the layers below it: this network with the layers from ``l+1`` on
+        replaced by the identity (its "logits" are ``h_l``), so its parameter gradient is that
+        of ``W_1 … b_l``, padded with zeros for the rest.
+        """
+        self.check_sites((site,), "site")
+        layer = self._site_layer[site] + 1  # the 1-based layer the site feeds
+        L = self.n_layers
+        W, b = self.params[f"W{layer}"], self.params[f"b{layer}"]
+        following = tuple(
+            (self.params[f"W{i}"], self.params[f"b{i}"]) for i in range(layer + 1, L + 1)
+        )
+        pullback = _zero_pullback(self) if layer == 1 else self._lower_pullback(layer)
+        return AffineFeed(
+            W, b,
+            activation=None if layer == L else self.activation,
+            act=None if layer == L else self._act.f,
+            following=following,
+            token_loss=self.loss,
+            pullback=pullback,
+            w_key=f"W{layer}",
+            b_key=f"b{layer}",
+        )
+
+    def _lower_pullback(self, layer: int) -> Any:
+        """The pullback of a site feeding layer ``layer > 1`` (built on its first call)."""
+        xp = self.xp
+        d = self.sizes[layer - 1]
+        n_low = sum(math.prod(self.params[k].shape) for k in list(self.params)[: 2 * layer - 2])
+        P = self.n_params
+        cache: dict[str, MLP] = {}
+
+        def pullback(x: Any, noise: Mapping[str, Any] | None, g: Any) -> Any:
+            if "lower" not in cache:
+                cache["lower"] = MLP(
+                    [self.params[f"W{i}"] for i in range(1, layer)]
+                    + [xp.eye(d, dtype=self.dtype)],
+                    [self.params[f"b{i}"] for i in range(1, layer)]
+                    + [xp.zeros((d,), dtype=self.dtype)],
+                    self.activation,
+                    [s for s in self.site_names if self._site_layer[s] <= layer - 1],
+                    "squared",
+                )
+            lower = cache["lower"]
+            lo_noise = {s: e for s, e in (noise or {}).items() if s in lower.widths}
+            _, gl = lower.backward(lower.trace(x, lo_noise or None), g[None, ...], params=True)
+            gl = gl[0, ..., :n_low]
+            pad = xp.zeros((*gl.shape[:-1], P - n_low), dtype=gl.dtype)
+            return xp.concat([gl, pad], axis=-1)
+
+        return pullback
 
     def _first_layer(self, *names: Iterable[str]) -> int:
         layers = [self._site_layer[s] for group in names for s in group]
