@@ -225,6 +225,38 @@ def test_explicit_and_implicit_against_mlp(mlp_pair):
     close(dc.explicit.r_approx_grad(tm, x, y), dc.explicit.r_approx_grad(net, x, y))
     close(dc.explicit.taylor(tm, x, y, 0.3), dc.explicit.taylor(net, x, y, 0.3))
     close(dc.implicit.xi_approx_cov(tm, x, y, 0.3), dc.implicit.xi_approx_cov(net, x, y, 0.3))
+    # sampled: the same seed draws the same masks, so the samples agree like gradients
+    for red in ("none", "sum"):
+        a, b = (dc.implicit.xi_tilde(m, x, y, 0.3, np.random.default_rng(19), 5, reduction=red)
+                for m in (net, tm))
+        close(b, a)
+
+
+@pytest.mark.parametrize("which", ["mlp", "lstm"])
+def test_summed_param_gradients(which, mlp_pair, lm_pair):
+    """``per_example=False`` (one reverse pass per draw, vmap for the MLP, the loop for
+    nn.LSTM) against the sum of the per-example gradients; tangents too."""
+    net, tm, x, _ = mlp_pair if which == "mlp" else lm_pair
+    rng = np.random.default_rng(17)
+    n = x.shape[0]
+    tr = tm.trace(x, _noise(rng, tm.widths, 2, n))
+    cot = rng.standard_normal((2, *tr.logits.shape))
+    per = tm.param_gradient(tr, cot)
+    close(tm.param_gradient(tr, cot, per_example=False), per.sum(axis=2))
+    tan = tm.tangent(tr, None, {s: rng.standard_normal((2, 1, n, d))
+                                for s, d in tm.widths.items()})
+    g, gd = cot[0], rng.standard_normal(cot.shape)
+    close(tm.param_adjoint_tangent(tr, tan, g, gd, per_example=False),
+          tm.param_adjoint_tangent(tr, tan, g, gd).sum(axis=2))
+
+
+def test_shared_over_batch_noise(mlp_pair):
+    _, tm, x, _ = mlp_pair
+    shared = dc.from_torch(tm.module, x, sites={"h1": "drops.1", "h2": "drops.2"},
+                           shared_over_batch=["h1"])
+    eta = shared.sample_noise(np.random.default_rng(18), x.shape[0], 0.5, draws=4)
+    assert eta["h1"].shape == (4, 1, 5) and eta["h2"].shape == (4, 3, 3)
+    assert shared.noise_shape_for("h1", x, 2) == (2, 1, 5)
 
 
 # ----- a module that is not an MLP: parameter gradients against central differences -----

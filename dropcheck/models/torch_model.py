@@ -566,6 +566,11 @@ class TorchModel(Model):
         """The declared mask form of ``site`` (``"element"``, ``"locked"``, ``"rows"``, axes)."""
         return self._specs[self.check_sites((site,))[0]].form
 
+    def noise_shape_for(self, site: str, x: Any, draws: int = 1) -> tuple[int, ...]:
+        """``(draws, n, d)``; ``(draws, 1, d)`` for a site in ``shared_over_batch``."""
+        n = 1 if site in self.shared_over_batch else x.shape[0]
+        return (draws, n, self.widths[site])
+
     def sample_noise(self, rng: Any, n: int, q: float | Mapping[str, float], draws: int = 1,
                      *, sites: Iterable[str] | None = None, kind: str = "bernoulli") -> dict:
         """``draws`` draws of the paper's η per site, ``(draws, n, d)``.
@@ -862,8 +867,13 @@ class TorchModel(Model):
         params: bool,
         tan: Tangent | None,
         gd: np.ndarray | None,
+        per_example: bool = True,
     ) -> tuple[dict[str, Any], dict[str, Any], Any]:
-        """``∇_(v, η, θ) ⟨g, F⟩`` per row, or with ``tan`` its tangent along ``(τ, v̇, ġ)``."""
+        """``∇_(v, η, θ) ⟨g, F⟩`` per row, or with ``tan`` its tangent along ``(τ, v̇, ġ)``.
+
+        Parameter gradients per example ``(k, B, n, P)``, or with ``per_example=False`` summed
+        over the examples inside the sweep ``(k, B, P)`` (one reverse pass per ``(k, B)``).
+        """
         blead = tr.logits.shape[:2]
         m = len(self._extra) + 1
         gs = [g if g.ndim == 3 + m else g[None, ...]]
@@ -917,30 +927,62 @@ class TorchModel(Model):
                 gv, ge, _ = sweep(*args)
                 grads = None
             else:
-                gv, ge, gt = self._map_rows(sweep, args)
-                grads = torch.cat([gt[k].reshape(R, -1) for k in self.params], dim=-1)
-                grads = self._out(grads, lead)
+                group = 1 if per_example else lead[-1]
+                gv, ge, gt = self._map_rows(sweep, args, group)
+                grads = torch.cat([gt[k].reshape(R // group, -1) for k in self.params], dim=-1)
+                grads = self._out(grads, lead if per_example else lead[:-1])
         return ({s: self._out(a, lead) for s, a in gv.items()},
                 {s: self._out(a, lead) for s, a in ge.items()}, grads)
 
-    def _map_rows(self, fn: Callable[..., Any], args: Sequence[Any]) -> Any:
-        """``fn`` on every row (one example each), results stacked: ``θ``-gradients per row.
+    def _map_rows(self, fn: Callable[..., Any], args: Sequence[Any], group: int = 1) -> Any:
+        """``fn`` on consecutive groups of ``group`` rows, results stacked.
 
-        ``fn`` takes and returns trees whose tensors have a leading row axis; gradients w.r.t.
-        the shared parameters come back without it and get one here.
+        ``fn`` takes and returns trees whose tensors have a leading row axis; its gradients
+        w.r.t. the shared parameters (summed over the group's rows) come back without it and
+        get a group axis here: ``(R / group, *shape)``.  ``group = 1``: per example.
         """
         R = args[0]["x"].shape[0]
+        G = R // group
         if self._use_vmap:
             def one(*a: Any) -> Any:
-                gv, ge, gt = fn(*_tmap(lambda t: t.unsqueeze(0), a))
-                return (_tmap(lambda t: t.squeeze(0), gv), _tmap(lambda t: t.squeeze(0), ge), gt)
+                return fn(*a) if group > 1 else _squeeze_rows(fn(*_tmap(
+                    lambda t: t.unsqueeze(0), a)))
 
-            return vmap(one)(*args)
+            split = _tmap(lambda t: t.reshape(G, group, *t.shape[1:]), list(args)) if group > 1 \
+                else list(args)
+            gv, ge, gt = vmap(one)(*split)
+            if group > 1:
+                gv, ge = (_tmap(lambda t: t.reshape(R, *t.shape[2:]), a) for a in (gv, ge))
+            return gv, ge, gt
         outs = []
-        for r in range(R):
-            gv, ge, gt = fn(*_tmap(lambda t, r=r: t[r : r + 1], args))
+        for j in range(G):
+            gv, ge, gt = fn(*_tmap(lambda t, j=j: t[j * group : (j + 1) * group], args))
             outs.append((gv, ge, _tmap(lambda t: t.unsqueeze(0), gt)))
         return _tmap(lambda *ts: torch.cat(ts), *outs)
+
+    # ----- per-example reduction inside the sweep -----
+    def param_gradient(self, tr: Trace, cot: Any, *, per_example: bool = True) -> Any:
+        """Flat ``∂⟨cot, F⟩/∂W``: per example ``(k, B, n, P)`` or summed ``(k, B, P)``.
+
+        Summed: one reverse pass per ``(k, B)`` over its ``n`` examples (no ``(n, P)`` array).
+        """
+        g = self._check_cot(cot, "cot", tr.logits.shape[:2], (4,))
+        return self._reverse(tr, g, (), (), True, None, None, per_example)[2]
+
+    def param_adjoint_tangent(
+        self, tr: Trace, tan: Tangent, g: Any, g_dot: Any, *, per_example: bool = True
+    ) -> Any:
+        """Flat ``d/dε ∇_W`` of :meth:`adjoint_tangent`, per example or summed over examples."""
+        blead = tr.logits.shape[:2]
+        ga = self._check_cot(g, "g", blead, (3, 4))
+        gd = self._check_cot(g_dot, "g_dot", blead, (4,))
+        return self._reverse(tr, ga, (), (), True, tan, gd, per_example)[2]
+
+
+def _squeeze_rows(out: Any) -> Any:
+    """Drop the one-row axis of the site and noise adjoints of a one-example sweep."""
+    gv, ge, gt = out
+    return _tmap(lambda t: t.squeeze(0), gv), _tmap(lambda t: t.squeeze(0), ge), gt
 
 
 class _Patch:
