@@ -22,6 +22,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         strict=args.strict,
         mutants=args.mutants,
         compare=args.compare,
+        matrix_markdown=args.matrix_md,
     )
 
 
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--mutants", action="store_true",
                    help="also measure the claims under every mutant (deliberately wrong "
                    "library pieces) and print the claim × mutant matrix")
+    v.add_argument("--matrix-md", metavar="FILE.md",
+                   help="with --mutants: write the matrix as a markdown table into FILE.md "
+                   "(between its mutation-matrix markers; docs/verification.md)")
     v.add_argument("--compare", metavar="OLD.json",
                    help="print verdict changes and moved figures against an earlier report; "
                    "exit non-zero on a verdict regression")

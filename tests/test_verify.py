@@ -2,7 +2,9 @@
 
 import json
 
+import pytest
 from dropcheck.verification import all_claims, run
+from dropcheck.verification._registry import CATALOGUE
 
 from dropcheck.cli import main
 
@@ -66,3 +68,96 @@ def test_measurement_that_raises_is_an_error_row(monkeypatch, capsys):
     assert run(["E1"], progress=False) == 1
     out = capsys.readouterr().out
     assert "ERROR" in out and "broken measurement" in out
+
+
+#: Verdicts of the catalogue's claims on the correct library in quick mode (seed 0): E3 is
+#: judged on every regime it states and deviates (docs/explicit.md); empirical claims are
+#: reported.
+EXPECTED = {cid: ("reported" if cid.startswith("X") else "DEVIATES" if cid == "E3" else "PASS")
+            for cid in CATALOGUE}
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    path = tmp_path_factory.mktemp("verify") / "r.json"
+    status = run(None, quick=True, json_path=path, progress=False)
+    return status, json.loads(path.read_text())
+
+
+def test_every_claim_quick(quick_report):
+    """Every registered claim is measured in quick mode; catalogue claims give their verdict."""
+    status, report = quick_report
+    got = {c["id"]: c["verdict"] for c in report["claims"]}
+    assert set(got) == {c.id for c in all_claims()}
+    assert set(CATALOGUE) <= set(got)
+    for cid, want in EXPECTED.items():
+        assert got[cid] == want, (cid, got[cid], report["claims"])
+    assert not [c for c, v in got.items() if v in ("FAIL", "ERROR")]
+    assert status == 0
+
+
+def test_report_metadata(quick_report):
+    _, report = quick_report
+    assert report["schema_version"] >= 2 and report["mode"] == "quick" and report["seed"] == 0
+    assert report["versions"]["numpy"] and "git_commit" in report
+    for c in report["claims"]:
+        assert {"id", "verdict", "rule", "figure", "values", "kind"} <= set(c)
+
+
+def test_compare_reports_verdict_changes_and_moved_figures(quick_report, tmp_path, capsys):
+    from dropcheck.verification._runner import compare_reports
+
+    _, report = quick_report
+    lines, regressed = compare_reports(report, report)
+    assert lines == [] and not regressed
+    old = json.loads(json.dumps(report))
+    n1 = next(c for c in old["claims"] if c["id"] == "N1")
+    n1["values"]["max_rel_error"] = 0.5  # a figure that moved
+    d1 = next(c for c in old["claims"] if c["id"] == "D1")
+    d1["verdict"] = "DEVIATES"  # D1 got better: not a regression
+    lines, regressed = compare_reports(old, report)
+    assert any(line.startswith("N1: 1 figure(s) moved") for line in lines)
+    assert any("D1: verdict DEVIATES → PASS" in line for line in lines) and not regressed
+    bad = json.loads(json.dumps(report))
+    next(c for c in bad["claims"] if c["id"] == "N1")["verdict"] = "FAIL"
+    _, regressed = compare_reports(report, bad)
+    assert regressed
+    # through the command: a regression against an old report gives a non-zero status
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(report))
+    assert main(["verify", "--quick", "--only", "N1", "--compare", str(path),
+                 "--no-progress"]) == 0
+    assert "compared with" in capsys.readouterr().out
+
+
+def test_strict_fails_on_deviates(monkeypatch):
+    from dropcheck.verification import _registry
+    from dropcheck.verification._registry import Measurement
+
+    claim = _registry._CLAIMS["E6"]
+    monkeypatch.setitem(_registry._CLAIMS, "E6", claim.__class__(
+        claim.id, claim.statement, claim.source, claim.kind, claim.rule,
+        lambda ctx: Measurement("outside its law", False)))
+    assert run(["E6"], progress=False) == 0
+    assert run(["E6"], progress=False, strict=True) == 1
+
+
+def test_exact_subcheck_failure_is_fail(monkeypatch, capsys):
+    from dropcheck.verification import _registry
+    from dropcheck.verification._registry import Measurement
+
+    claim = _registry._CLAIMS["T1"]
+    monkeypatch.setitem(_registry._CLAIMS, "T1", claim.__class__(
+        claim.id, claim.statement, claim.source, claim.kind, claim.rule,
+        lambda ctx: Measurement("terms wrong", True, exact=False)))
+    assert run(["T1"], progress=False) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_one_line_per_claim_and_verbose(capsys):
+    assert main(["verify", "--quick", "--only", "N1,N2", "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("N1") and "PASS" in out[0] and out[1].startswith("N2")
+    assert main(["verify", "--quick", "--only", "N1", "--no-progress", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert "rule" in out and "source" in out and "measured" in out

@@ -146,3 +146,48 @@ def print_matrix(mm: dict[str, Any], out: TextIO) -> None:
               + ", ".join(s["claims_not_passing_on_the_correct_library"]), file=out)
     if s["errors"]:
         print("  measurements that raised under a mutant: " + ", ".join(s["errors"]), file=out)
+
+
+_START, _END = "<!-- mutation-matrix:start -->", "<!-- mutation-matrix:end -->"
+
+
+def matrix_markdown(mm: dict[str, Any], *, mode: str) -> str:
+    """The claim × mutant matrix as a markdown table (rows: mutants; columns: claims)."""
+    s = mm["summary"]
+    claims: list[str] = []
+    for cells in mm["matrix"].values():
+        claims += [c for c in cells if c not in claims]
+    head = "| mutant | what is wrong | " + " | ".join(claims) + " | caught |"
+    rows = [head, "|" + "---|" * (len(claims) + 3)]
+    for name, cells in mm["matrix"].items():
+        row = [f"`{name}`", s["descriptions"].get(name, "")]
+        row += [cells.get(c, "") for c in claims]
+        row.append("yes" if s["caught_by"].get(name) else "**no**")
+        rows.append("| " + " | ".join(row) + " |")
+    foot = (f"\n{s['mutants']} mutants, {s['mutants'] - len(s['uncaught_mutants'])} caught; "
+            f"{len(s['claims_judged'])} non-empirical claims pass on the correct library, "
+            f"{len(s['claims_judged']) - len(s['claims_catching_nothing'])} of them catch at "
+            f"least one mutant ({mode} mode).")
+    if s["claims_not_passing_on_the_correct_library"]:
+        foot += (" Not judged by the matrix (not PASS on the correct library): "
+                 + ", ".join(s["claims_not_passing_on_the_correct_library"]) + ".")
+    if s["uncaught_mutants"]:
+        foot += " Not caught: " + ", ".join(s["uncaught_mutants"]) + "."
+    if s["claims_catching_nothing"]:
+        foot += " Catching nothing: " + ", ".join(s["claims_catching_nothing"]) + "."
+    return "\n".join(rows) + "\n" + foot + "\n"
+
+
+def write_matrix_markdown(mm: dict[str, Any], path: str, *, mode: str) -> None:
+    """Replace the table between the mutation-matrix markers of ``path`` (append if absent)."""
+    from pathlib import Path
+
+    p = Path(path)
+    text = p.read_text() if p.exists() else ""
+    block = f"{_START}\n{matrix_markdown(mm, mode=mode)}{_END}"
+    if _START in text and _END in text:
+        pre, rest = text.split(_START, 1)
+        text = pre + block + rest.split(_END, 1)[1]
+    else:
+        text = text + ("\n" if text and not text.endswith("\n") else "") + block + "\n"
+    p.write_text(text)

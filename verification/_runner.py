@@ -143,6 +143,7 @@ def run(
     strict: bool = False,
     mutants: bool = False,
     compare: str | Path | None = None,
+    matrix_markdown: str | Path | None = None,
 ) -> int:
     """Measure the claims ``ids`` (all when None); print them; return the exit status.
 
@@ -150,6 +151,8 @@ def run(
     suite fails to import, or — with ``strict`` — an approximation deviates; with ``mutants``
     also when a mutant is caught by no claim or a non-empirical claim catches no mutant; with
     ``compare`` (an earlier JSON report) also when a verdict regressed.  0 otherwise.
+    ``matrix_markdown`` (with ``mutants``) writes the matrix as a markdown table into that file,
+    between its ``<!-- mutation-matrix:start/end -->`` markers.
     """
     from dropcheck.verification import _output
 
@@ -180,6 +183,9 @@ def run(
         report["mutation_matrix"] = mm["matrix"]
         report["mutation_summary"] = mm["summary"]
         _output.print_matrix(mm, out)
+        if matrix_markdown is not None:
+            _output.write_matrix_markdown(mm, str(matrix_markdown),
+                                          mode="quick" if quick else "full")
         if mm["summary"]["uncaught_mutants"] or mm["summary"]["claims_catching_nothing"]:
             status = 1
     if compare is not None:

@@ -274,15 +274,16 @@ def _taylor_is_gn(orig: Any) -> Any:
     return taylor
 
 
-def _drop_last_site(orig: Any, has_q: bool) -> Any:
-    """``taylor``/``r_approx`` that leave the last of several sites out of the sum."""
+def _drop_last_site(orig: Any, has_q: bool, index: int = -1) -> Any:
+    """``taylor``/``r_approx`` that leave one of several sites (the last) out of the sum."""
 
     def wrong(*args: Any, **kwargs: Any) -> Any:
         a = _bind(orig, args, kwargs)
         model = a["model"]
         names = list(model.check_sites(a.get("sites")))
         if len(names) > 1:
-            a["sites"] = tuple(names[:-1])
+            del names[index]
+            a["sites"] = tuple(names)
             if has_q and isinstance(a.get("q"), dict):
                 a["q"] = {s: v for s, v in a["q"].items() if s in a["sites"]}
         return _call(orig, a)
@@ -479,6 +480,36 @@ def _ridge_variance_q(orig: Any) -> Any:
     return ridge_penalty
 
 
+class _OneMask:
+    """A generator that repeats its first draw along the leading (pass) axis: one mask for all."""
+
+    def __init__(self, gen: Any) -> None:
+        self.gen = gen
+        self.first: Any = None
+
+    def random(self, shape: Any) -> Any:
+        import numpy as np
+
+        if self.first is None or self.first.shape != tuple(shape[1:]):
+            self.first = self.gen.random(tuple(shape[1:]))
+        return np.broadcast_to(self.first, tuple(shape)).copy()
+
+
+def _mc_one_mask(orig: Any) -> Any:
+    """MC dropout whose T passes share one mask (its mean and variance cannot converge)."""
+
+    def mc_dropout(*args: Any, **kwargs: Any) -> Any:
+        from dropcheck.backend import make_rng
+
+        a = _bind(orig, args, kwargs)
+        rng = a.get("rng")
+        gen = rng if hasattr(rng, "random") else make_rng(rng)
+        a["rng"] = _OneMask(gen)
+        return _call(orig, a)
+
+    return mc_dropout
+
+
 def _weight_scaling_ignores_convention(orig: Any) -> Any:
     def weight_scaled_predict(*args: Any, **kwargs: Any) -> Any:
         a = _bind(orig, args, kwargs)
@@ -497,8 +528,8 @@ MUTANTS: list[Mutant] = [
     Mutant("strength_q_half", "strength(q) = q/2 (the 1/(1−q) of inverted dropout forgotten)",
            ("E2",), _strength_mutant(lambda q: q / 2.0)),
     Mutant("hout_diag_p", "cross-entropy H_out = diag(p) (the −ppᵀ forgotten)",
-           ("E5", "E7", "E1"), _hout_mutant("diag_p")),
-    Mutant("hout_identity", "cross-entropy H_out = I", ("E5", "E7", "E1"),
+           ("E5", "E7", "E1", "E3b"), _hout_mutant("diag_p")),
+    Mutant("hout_identity", "cross-entropy H_out = I", ("E5", "E7", "E1", "E3b"),
            _hout_mutant("identity")),
     Mutant("noise_hessian_no_model_term",
            "noise_hessian without its model-Hessian term (Jᵀ H_out J only)", ("E4",),
@@ -511,8 +542,11 @@ MUTANTS: list[Mutant] = [
     Mutant("r_tilde_is_r_approx", "R̃_approx (5.1, g gᵀ of the true label) computed with H_out",
            ("E6",), _replace("dropcheck.explicit.r_approx", _r_tilde_is_r_approx)),
     Mutant("r_approx_site_missing", "r_approx() leaves the last of several sites out of the sum",
-           ("E3b", "S1"), _replace("dropcheck.explicit.r_approx",
-                                   lambda o: _drop_last_site(o, False))),
+           ("E5",), _replace("dropcheck.explicit.r_approx", lambda o: _drop_last_site(o, False))),
+    Mutant("r_approx_factor_no_embedding",
+           "r_approx_factor() (the LSTM's exact R_approx) leaves the first site (the embedding) "
+           "out", ("S1",), _replace("dropcheck.explicit.r_approx_factor",
+                                    lambda o: _drop_last_site(o, False, 0))),
     Mutant("xi_approx_no_jloss_path",
            "ξ_approx without the gradient path through J_loss (only through h_i)",
            ("I2", "I1"), _xi_core("no_jloss")),
@@ -524,15 +558,15 @@ MUTANTS: list[Mutant] = [
     Mutant("eta_second_moment_q", "eta_moments: E[η²] = q instead of q/(1−q)", ("N1",),
            _replace("dropcheck.noise.eta_moments", _eta_moments_q)),
     Mutant("drop_rate_plus_0.02", "the mask sampler drops with probability q + 0.02",
-           ("N1", "D1", "L3"), _replace("dropcheck.noise.sample_mask", _mask_rate(0.02))),
+           ("N1",), _replace("dropcheck.noise.sample_mask", _mask_rate(0.02))),
     Mutant("drop_rate_minus_0.02", "the mask sampler drops with probability q − 0.02",
-           ("N1", "D1", "L3"), _replace("dropcheck.noise.sample_mask", _mask_rate(-0.02))),
+           ("N1",), _replace("dropcheck.noise.sample_mask", _mask_rate(-0.02))),
     Mutant("rademacher_always_plus", "the Rademacher sampler always returns +sqrt(q/(1−q))",
            ("N2", "I2"), _replace("dropcheck.noise.sample_rademacher", _rademacher_plus)),
     Mutant("rademacher_scale_sqrt_q", "Rademacher signs scaled by sqrt(q), not sqrt(q/(1−q))",
            ("N2", "I2"), _replace("dropcheck.noise.sample_rademacher", _rademacher_sqrt_q)),
     Mutant("dropout_k_one_mask", "DROPOUT_k draws one mask and reuses it k times",
-           ("D1", "I2"), _replace("dropcheck.implicit.dropout_k_gradient",
+           ("D1",), _replace("dropcheck.implicit.dropout_k_gradient",
                                   _dropout_k_one_mask)),
     Mutant("xi_tilde_same_mask", "ξ̃ takes both gradients at the same mask (it is ξ_drop)",
            ("D2",), _replace("dropcheck.implicit.xi_tilde", _xi_tilde_same_mask)),
@@ -551,6 +585,8 @@ MUTANTS: list[Mutant] = [
            _replace("dropcheck.theory.theorem41", _theorem("rhs_n_half"))),
     Mutant("ridge_variance_q", "the ridge penalty of input dropout with λ = q, not q/(1−q)",
            ("L1",), _replace("dropcheck.classical.ridge_penalty", _ridge_variance_q)),
+    Mutant("mc_dropout_one_mask", "MC dropout's T passes share one mask", ("L3",),
+           _replace("dropcheck.classical.mc_dropout", _mc_one_mask)),
     Mutant("weight_scaling_ignores_convention",
            "weight scaling ignores the original convention (no × p)", ("L2",),
            _replace("dropcheck.classical.weight_scaled_predict",
