@@ -133,7 +133,8 @@ class _Runtime:
         self.v: dict[str, Any] = {}
         self.values: dict[str, Any] | None = None
         self.calls: dict[str, int] = {}
-        self.seen: dict[str, tuple[Any, Any]] = {}  # probe: (path, call) -> (activation, input)
+        # probe: (path, call) -> (activation, input)
+        self.seen: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.probe = False
         self.state_out: Any = None
 
@@ -464,7 +465,7 @@ class TorchModel(Model):
         if self._weight_noise:
             theta = {k: (t * (1.0 + self._weight_noise[k]) if k in self._weight_noise else t)
                      for k, t in theta.items()}
-        args = (torch.movedim(inp["x"], 0, self.batch_axis),)
+        args: tuple[Any, ...] = (torch.movedim(inp["x"], 0, self.batch_axis),)
         if inp.get("state") is not None:
             args += (_tmap(lambda t: torch.movedim(t, 0, self.state_batch_axis), inp["state"]),)
         out = functional_call(self.module, {**theta, **self._buffers}, args)
@@ -768,7 +769,7 @@ class TorchModel(Model):
                for s, sp in self._specs.items()}
         vdot = {s: self._flat(a, lead, self._specs[s].act_shape) for s, a in vt.items()}
         with _Quiet(), self._patched():
-            _, out = jvp(lambda e, v: self._call(self._theta, xr, e, v), (er, v0), (tau, vdot))
+            out = jvp(lambda e, v: self._call(self._theta, xr, e, v), (er, v0), (tau, vdot))[1]
         return Tangent(self._out(out, lead), vt, nt)
 
     def backward(  # noqa: D102
@@ -840,7 +841,7 @@ class TorchModel(Model):
             xr, _ = self._rows(tr, lead)
             inp = self._site_input_rows(sp, xr)
             e0 = torch.zeros((pr.shape[0], sp.width), dtype=self._tdtype, device=self._device)
-            _, pull = vjp(lambda e, sp=sp, inp=inp, pr=pr: self._expand(sp, e, inp, pr), e0)
+            pull = vjp(lambda e, sp=sp, inp=inp, pr=pr: self._expand(sp, e, inp, pr), e0)[1]
             (ge,) = pull(torch.broadcast_to(pr, pr.shape))
             out[s] = self._out(ge, lead)
         return out
@@ -876,7 +877,7 @@ class TorchModel(Model):
         """
         blead = tr.logits.shape[:2]
         m = len(self._extra) + 1
-        gs = [g if g.ndim == 3 + m else g[None, ...]]
+        gs: list[Any] = [g if g.ndim == 3 + m else g[None, ...]]
         vt = nt = {}
         if tan is not None:
             gs.append(gd)
@@ -909,18 +910,17 @@ class TorchModel(Model):
                 e_sub = {s: e[s] for s in noise_sites}
                 v_sub = {s: v[s] for s in sites}
                 if params:
-                    _, fn = vjp(f, theta, e_sub, v_sub)
+                    fn = vjp(f, theta, e_sub, v_sub)[1]
                     gt, ge, gv = fn(gg)
                 else:
-                    _, fn = vjp(lambda a, b: f(theta, a, b), e_sub, v_sub)
+                    fn = vjp(lambda a, b: f(theta, a, b), e_sub, v_sub)[1]
                     (ge, gv), gt = fn(gg), {}
                 return gv, ge, gt
 
             if not tangents:
                 return pull(er, v0, gr)
             tau, vdot, gdot = tangents
-            _, out = jvp(pull, (er, v0, gr), (tau, vdot, gdot))
-            return out
+            return jvp(pull, (er, v0, gr), (tau, vdot, gdot))[1]
 
         with _Quiet(), self._patched():
             if not params:
@@ -929,8 +929,8 @@ class TorchModel(Model):
             else:
                 group = 1 if per_example else lead[-1]
                 gv, ge, gt = self._map_rows(sweep, args, group)
-                grads = torch.cat([gt[k].reshape(R // group, -1) for k in self.params], dim=-1)
-                grads = self._out(grads, lead if per_example else lead[:-1])
+                flat = torch.cat([gt[k].reshape(R // group, -1) for k in self.params], dim=-1)
+                grads = self._out(flat, lead if per_example else lead[:-1])
         return ({s: self._out(a, lead) for s, a in gv.items()},
                 {s: self._out(a, lead) for s, a in ge.items()}, grads)
 
@@ -1005,7 +1005,7 @@ class _Patch:
     def __exit__(self, *exc: Any) -> None:
         for mod, had, fwd in self._saved:
             if had:
-                mod.forward = fwd
+                mod.__dict__["forward"] = fwd
             else:
                 del mod.forward
         for mod, mode in self._modes:
@@ -1019,9 +1019,8 @@ def _check_int(v: Any, name: str) -> int:
 
 
 def _torch_dtype(dtype: Any) -> Any:
-    if isinstance(dtype, torch.dtype):
-        dt = dtype
-    else:
+    dt: Any = dtype
+    if not isinstance(dtype, torch.dtype):
         dt = {"float64": torch.float64, "float32": torch.float32}.get(str(np.dtype(dtype)))
     if dt not in (torch.float64, torch.float32):
         raise ValueError(f"dtype must be float64 (default) or float32, got {dtype!r}")
