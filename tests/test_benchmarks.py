@@ -186,3 +186,14 @@ def test_naive_gradient_baseline_matches_dropcheck():
     ref = dc.exact.expected_gradient(net, x, y, 0.3, method="batched")
     got = B.naive_expected_gradient(Ws[0], bs[0], Ws[1], bs[1], "tanh", x, y, 0.3, chunk=16)
     assert_close(got, ref, rtol=1e-12, atol=1e-14)
+
+
+def test_bench_on_a_terminal_uses_rich_tables(monkeypatch, capsys):
+    # FORCE_COLOR makes rich treat the captured stdout as a terminal: the same run prints box
+    # tables and the targets table instead of the plain Markdown
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "220")
+    assert main(["--smoke", "--only", "enumeration"]) == 0
+    out = capsys.readouterr().out
+    assert "┃" in out and "Targets" in out and "Exact expectation by enumeration" in out
+    assert "| case |" not in out
