@@ -19,7 +19,6 @@ the input's namespace; everything else runs in that namespace.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -48,19 +47,20 @@ def hermite_rule(k: int, xp: Any = None, dtype: Any = None) -> tuple[Any, Any]:
     return asarray(list(t), xp, dtype or xp.float64), asarray(list(w), xp, dtype or xp.float64)
 
 
-def _grid(k: int, c: int, xp: Any, dtype: Any) -> tuple[Any, Any]:
-    t, w = _rule(k)
-    idx = list(itertools.product(range(k), repeat=c))
-    pts = asarray([[t[i] for i in a] for a in idx], xp, dtype)  # (k^c, c)
-    wts = asarray([_prod(w[i] for i in a) for a in idx], xp, dtype)  # (k^c,)
+@cache
+def _host_grid(k: int, c: int) -> tuple[Any, Any]:
+    import numpy as np
+
+    t, w = (np.asarray(a) for a in _rule(k))
+    pts = np.stack(np.meshgrid(*([t] * c), indexing="ij"), axis=-1).reshape(-1, c)  # (k^c, c)
+    wts = np.prod(np.stack(np.meshgrid(*([w] * c), indexing="ij"), axis=-1).reshape(-1, c),
+                  axis=-1)
     return pts, wts
 
 
-def _prod(vals: Any) -> float:
-    out = 1.0
-    for v in vals:
-        out *= v
-    return out
+def _grid(k: int, c: int, xp: Any, dtype: Any) -> tuple[Any, Any]:
+    pts, wts = _host_grid(k, c)
+    return asarray(pts, xp, dtype), asarray(wts, xp, dtype)
 
 
 def gaussian_expectation(
