@@ -382,18 +382,17 @@ def test_lstm_with_locked_masks():
 
     Everything goes through noise tangents and noise_adjoint, so the cross-time terms come from
     the model: both routes agree (the vjp route needs one factor column per token), R_approx
-    matches the LSTM module's own exact form, Taylor = Gauss–Newton at the decoder site "out",
+    matches the factor route (r_approx_factor), Taylor = Gauss–Newton at the decoder site "out",
     the expectation over per-token labels is exact (V^T label sequences), and the gradient
     matches central differences (eps = 1e-6: truncation ~1e-12, rounding ~1e-10 relative).
     """
     lstm = pytest.importorskip("dropcheck.models.lstm")
-    le = pytest.importorskip("dropcheck.lstm_eval")
     V, T = 3, 2
     m = lstm.LSTM.random(V, 3, 3, 2, seed=3, scale=2.0)
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, V, (2, T)), rng.integers(0, V, (2, T))
     exact = np.asarray(ex.r_approx(m, x, y))
-    assert_close(exact, np.asarray(le.r_approx_exact(m, x, y)), rtol=1e-10)
+    assert_close(exact, np.asarray(ex.r_approx_factor(m, x, y)), rtol=1e-10)
     for hessian in ("loss", "identity", "loss_jacobian"):
         assert_close(ex.r_approx(m, x, y, hessian=hessian, route="vjp"),
                      ex.r_approx(m, x, y, hessian=hessian, route="jvp"), rtol=EXACT, atol=1e-18)

@@ -319,7 +319,7 @@ def r_drop_sampled(
         v = model.loss.value(model.trace(pb.x, noise).logits, pb.y) - clean  # (b, n)
         if lin is not None:
             for s, e in noise.items():
-                v = v - xp.sum(xp.reshape(lin[s][0] * e, (b, n, -1)), axis=-1)
+                v = v - xp.sum(xp.reshape(lin[s][0, ...] * e, (b, n, -1)), axis=-1)
         return v
 
     if chunk is None:  # a draw keeps the logits and the site values of every example

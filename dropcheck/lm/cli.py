@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--mask", choices=MASKS, default="locked", help="dropout masks (default "
                    "locked: one per sequence, as AWD-LSTM)")
     m.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    m.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    m.add_argument("--backend", choices=("numpy", "cupy", "torch"), default="numpy",
+                   help="array namespace of the weights and every sweep (torch: CPU tensors)")
     m.add_argument("--seed", type=int, default=0, help="seed of weights, corpus and sampling")
     d = p.add_argument_group("dropout (AWD-LSTM's defaults; q = 0 removes a site)")
     d.add_argument("--q", type=float, help="one drop probability for every site")
@@ -76,6 +77,13 @@ def _namespace(backend: str) -> Any:
             raise ValueError("--backend cupy needs cupy and a CUDA device "
                              "(pip install -e '.[gpu]')") from None
         return xcp
+    if backend == "torch":
+        try:
+            import torch  # noqa: F401
+            from array_api_compat import torch as xtorch
+        except ImportError:
+            raise ValueError("--backend torch needs torch (pip install -e '.[torch]')") from None
+        return xtorch
     from array_api_compat import numpy as xnp
 
     return xnp
