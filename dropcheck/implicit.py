@@ -28,6 +28,15 @@ leading axis of ``N`` independent samples (``(N, n, P)`` / ``(N, P)``).  The min
 algorithms (:func:`dropout_k_gradient`, :func:`noise_injected_gradient`, :func:`update`) always
 average over the examples, as Algorithms 1, 2 and 4 do.
 
+**Sequence models.**  :func:`xi_approx` and :func:`xi_tilde` draw the noise of the model's
+mask form (:meth:`~dropcheck.models.Model.sample_noise_for`: locked or per step), use the
+model's context (an LSTM window's carried state and DropConnect mask,
+:meth:`~dropcheck.models.Model.with_context`), and with ``reduction="sum"`` sum the gradients
+over the examples inside the sweep (:meth:`~dropcheck.models.Model.param_gradient`,
+``per_example=False``): ``([draws,] P)`` without any ``(n, P)`` array, what a corpus
+evaluation at AWD-LSTM sizes needs.  ``chunk`` sets the draws per sweep (default: the memory
+budget).
+
 ``q`` is a float (all chosen ``sites``) or a dict ``site -> q``; ``sites`` defaults to every
 dropout site of the model.  ``rng`` is a random generator (numpy ``Generator`` or a device
 generator), an integer seed, or None (fresh entropy).  Every computation goes through the
@@ -51,6 +60,7 @@ from dropcheck._validate import (
 )
 from dropcheck.backend import make_rng
 from dropcheck.exact import MAX_MASKS, expected_gradient, loss_gradients
+from dropcheck.explicit.taylor import strength
 from dropcheck.models._base import Model
 from dropcheck.noise import sample_eta, sample_rademacher
 
@@ -68,6 +78,7 @@ __all__ = [
 
 _NOISES = ("bernoulli", "rademacher")
 _REDUCTIONS = ("none", "mean")
+_SUM_REDUCTIONS = ("none", "mean", "sum")
 
 #: Memory budget of the per-draw intermediates of one chunk of draws (bytes): the engine's.
 _CHUNK_BYTES = _engine.CHUNK_BYTES
@@ -134,8 +145,23 @@ def _shape_out(
     return a[0, ...] if draws is None else a
 
 
-def _strength(q: float) -> float:
-    return q / (2.0 * (1.0 - q))
+def _noise_for(
+    gen: Any, model: Model, x2: Any, qd: Mapping[str, float], b: int, kind: str
+) -> dict[str, Any]:
+    """``b`` draws of the noise in the model's mask form (per step: :meth:`sample_noise_for`)."""
+    if model.mask == "per_step":
+        return model.sample_noise_for(gen, x2, qd, b, kind=kind)
+    return _sample(gen, model, qd, b, x2.shape[0], kind)
+
+
+def _draws_in(model: Model, n: int, draws: int, per_draw: int, fn: Callable[[int], Any],
+              chunk: int | None) -> Any:
+    """:func:`_map_draws`, or ``chunk`` draws per call when the caller sets it."""
+    if chunk is None:
+        return _map_draws(model, n, draws, per_draw, fn)
+    from dropcheck import _engine
+
+    return _engine.map_draws(fn, draws, check_positive_int(chunk, "chunk"), model.xp)
 
 
 # ----- gradient noise -----
@@ -214,6 +240,7 @@ def xi_tilde(
     *,
     sites: Iterable[str] | str | None = None,
     reduction: str = "none",
+    chunk: int | None = None,
 ) -> Any:
     r"""Samples of the two-draw difference (Sec. 3.1), per example.
 
@@ -221,35 +248,49 @@ def xi_tilde(
 
     with independent ``η¹, η²``: mean exactly 0 and ``Cov(ξ̃) = 2 Cov(ξ_drop)`` (claim D2), so
     ``Cov(ξ̃)/2`` estimates ``Cov(ξ_drop)`` from draws without the mean ``∇ℓ_drop`` — the
-    sampling route for nets too large to enumerate.  Arguments and shapes as :func:`xi_drop`.
+    sampling route for nets too large to enumerate.  Arguments and shapes as :func:`xi_drop`;
+    ``reduction="sum"``: summed over the examples inside the sweep, ``([draws,] P)`` (module
+    doc).  A chunk of ``b`` pairs draws ``2b`` masks; per example draw ``2j`` is paired with
+    ``2j+1``, summed draw ``j`` with ``b+j`` (the pairs of :mod:`dropcheck.lm`'s corpus runs).
     """
     x2, single, y2, _, qd = _setup(model, x, y, q, sites)
-    reduction = check_choice(reduction, _REDUCTIONS, "reduction")
+    reduction = check_choice(reduction, _SUM_REDUCTIONS, "reduction")
     nd = _check_draws(draws)
     xp, n = model.xp, x2.shape[0]
     gen = _rng(rng)
 
-    def chunk(b: int) -> Any:
-        g = _grads(model, x2, y2, _sample(gen, model, qd, 2 * b, n, "bernoulli"))
+    def one(b: int) -> Any:
+        noise = _noise_for(gen, model, x2, qd, 2 * b, "bernoulli")
+        if reduction == "sum":
+            tr = model.trace(x2, noise)
+            g = model.param_gradient(tr, model.loss.grad(tr.logits, y2)[None, ...],
+                                     per_example=False)[0, ...]  # (2b, P)
+            return g[:b, ...] - g[b:, ...]
+        g = _grads(model, x2, y2, noise)
         g = xp.reshape(g, (b, 2, *g.shape[1:]))
         return g[:, 0, ...] - g[:, 1, ...]
 
-    out = _map_draws(model, n, nd, 2, chunk)
+    out = _draws_in(model, 1 if reduction == "sum" else n, nd, 2, one, chunk)
+    if reduction == "sum":
+        return out[0, ...] if draws is None else out
     return _shape_out(out, single, reduction, draws, xp)
 
 
-def _xi_approx_core(model: Model, x2: Any, y2: Any, tangents: Mapping[str, Any]) -> Any:
-    """``d/dε ∇_W ℓ(F(x, ετ))`` at ``ε = 0`` for noise tangents ``τ`` ``(K, n|1, d)``.
+def _xi_approx_core(
+    model: Model, x2: Any, y2: Any, tangents: Mapping[str, Any], per_example: bool = True
+) -> Any:
+    """``d/dε ∇_W ℓ(F(x, ετ))`` at ``ε = 0`` for noise tangents ``τ`` ``(K, n|1, [*X,] d)``.
 
     One forward-over-reverse sweep batched over the ``K`` directions: the tangent of the
-    reverse sweep of ``g = ∇_F ℓ`` with ``ġ = H_out F_dot`` (``adjoint_tangent`` with noise
-    tangents and ``params=True``).  Returns ``(K, n, P)``.
+    reverse sweep of ``g = ∇_F ℓ`` with ``ġ = H_out F_dot``
+    (:meth:`~dropcheck.models.Model.param_adjoint_tangent` of noise tangents).  Returns
+    ``(K, n, P)``, or summed over the examples inside the sweep ``(K, P)``.
     """
     tr = model.trace(x2)
     tan = model.tangent(tr, noise_tangents={s: t[:, None, ...] for s, t in tangents.items()})
     g = model.loss.grad(tr.logits, y2)
     g_dot = model.loss.hvp(tr.logits, y2, tan.logits)
-    _, a = model.adjoint_tangent(tr, tan, g, g_dot, params=True)
+    a = model.param_adjoint_tangent(tr, tan, g, g_dot, per_example=per_example)
     return a[:, 0, ...]
 
 
@@ -306,6 +347,7 @@ def xi_approx(
     draws: int | None = None,
     *,
     reduction: str = "none",
+    chunk: int | None = None,
 ) -> Any:
     r"""Samples of ``ξ_approx`` (4.5)/(4.6), the paper's approximation of ``ξ_drop``.
 
@@ -314,20 +356,25 @@ def xi_approx(
     ``noise="bernoulli"`` draws the paper's η; ``"rademacher"`` draws signs scaled by
     ``sqrt(q/(1−q))`` (footnote 6): the same covariance :func:`xi_approx_cov`, since
     ``ξ_approx`` is linear in η and only ``E[ηηᵀ] = (q/(1−q)) I`` enters.  Mean exactly 0.
-    Shapes as :func:`xi_drop`: ``([draws,] n, P)``, or ``([draws,] P)`` for one example or
-    ``reduction="mean"``.
+    Shapes as :func:`xi_drop`: ``([draws,] n, P)``, or ``([draws,] P)`` for one example,
+    ``reduction="mean"`` or ``reduction="sum"`` (summed over the examples inside the sweep;
+    module doc).  ``chunk``: draws per sweep (default: the memory budget).
     """
     x2, single, y2, _, qd = _setup(model, x, y, q, sites)
     noise = check_choice(noise, _NOISES, "noise")
-    reduction = check_choice(reduction, _REDUCTIONS, "reduction")
+    reduction = check_choice(reduction, _SUM_REDUCTIONS, "reduction")
     nd = _check_draws(draws)
     xp, n = model.xp, x2.shape[0]
     gen = _rng(rng)
+    per_example = reduction != "sum"
 
-    def chunk(b: int) -> Any:
-        return _xi_approx_core(model, x2, y2, _sample(gen, model, qd, b, n, noise))
+    def one(b: int) -> Any:
+        eta = _noise_for(gen, model, x2, qd, b, noise)
+        return _xi_approx_core(model, x2, y2, eta, per_example)
 
-    out = _map_draws(model, n, nd, 2, chunk)
+    out = _draws_in(model, n if per_example else 1, nd, 2, one, chunk)
+    if not per_example:
+        return out[0, ...] if draws is None else out
     return _shape_out(out, single, reduction, draws, xp)
 
 
@@ -501,7 +548,7 @@ def _explicit_term(
         return None
     if callable(explicit):
         if lam1 is None:
-            strengths = {_strength(v) for v in qd.values()}
+            strengths = {strength(v) for v in qd.values()}
             if len(strengths) != 1:
                 raise ValueError(
                     "lam1 must be given for a callable explicit regularizer when q differs "
@@ -518,7 +565,7 @@ def _explicit_term(
     groups: dict[float, list[str]] = {}
     for s, v in qd.items():
         if v > 0.0:
-            groups.setdefault(_strength(v), []).append(s)
+            groups.setdefault(strength(v), []).append(s)
     total = None
     for lam, group in groups.items():
         part = lam * _explicit.r_approx_grad(model, x2, y2, tuple(group))

@@ -8,7 +8,9 @@ is approximated by
   constant (multiply by :func:`strength` ``= q/(2(1−q))``), and the Sec. 5.2 variants
   (``hessian="identity"``, ``hessian="loss_jacobian"`` = ``R̃_approx`` of 5.1);
 - :func:`r_approx_sampled`, :func:`r_approx_probe` — unbiased estimators of ``R_approx``
-  (sampled labels; Rademacher probes), with standard errors;
+  (sampled labels; Rademacher probes), with standard errors; :func:`r_approx_factor` — the
+  exact value by the factor route in either mask form (locked / per step) of a sequence model;
+  :func:`r_drop_sampled` — Monte-Carlo ``R_drop`` with a control variate;
 - :func:`r_approx_grad` — ``∇_W R_approx`` for the explicit step of Alg. 2;
 - :func:`next_layer` — the Taylor term around the next pre-activation (fn. 4, App. A.2).
 
@@ -21,8 +23,11 @@ from dropcheck.explicit.estimators import (
     EstimatorComparison,
     EstimatorCost,
     compare_estimators,
+    r_approx_factor,
     r_approx_probe,
     r_approx_sampled,
+    r_approx_sampled_terms,
+    r_drop_sampled,
     r_hat,
 )
 from dropcheck.explicit.gauss_newton import r_approx, r_approx_grad, route_for
@@ -55,6 +60,9 @@ __all__ = [
     "r_hat",
     "r_approx_sampled",
     "r_approx_probe",
+    "r_approx_sampled_terms",
+    "r_approx_factor",
+    "r_drop_sampled",
     "compare_estimators",
     "EstimatorCost",
     "EstimatorComparison",
