@@ -17,6 +17,33 @@ Algorithms that only need products with ``η`` (``J(η⊙h)`` through a noise ta
 ``∂/∂η`` through ``noise_adjoint``) work unchanged for models whose masks are shared along
 extra axes (time steps), so write estimators in those terms where possible.
 
+Optional features, each with a default here so that algorithms ask the protocol (never
+``getattr`` or ``isinstance``); :class:`~dropcheck.models.lstm.LSTM` uses all of them:
+
+- **Site axes and mask form.**  ``site_axes`` (default 0) counts the extra per-example axes of
+  a site value between the example axis and the units (an LSTM's site value is
+  ``(B, n, T, d)``: one axis, time).  ``mask`` says how the noise lies along them:
+  ``"locked"`` (default) — one entry per unit and example, shared along those axes, noise
+  ``(B, n|1, d)``; ``"per_step"`` — independent along them, noise ``(B, n|1, *X, d)``.
+  :meth:`noise_shape_for` gives the shape for given inputs, :meth:`sample_noise_for` draws it,
+  and :meth:`noise_terms` turns site adjoints into ``∂⟨u, F⟩/∂η`` in either form (``form=``:
+  the locked form sums ``(uᵀJ)_k h_k`` over the site axes, the per-step form keeps them), which
+  is how an estimator measures the cost of assuming the wrong form.
+- **Context.**  Inputs of the forward pass that are neither ``x`` nor the dropout noise, held
+  fixed by every algorithm (never differentiated): ``context_names`` (default ``()``) and
+  :meth:`with_context`, which returns a copy whose every ``trace`` uses them.  An LSTM's context
+  is ``state`` (the carried ``(h_0, c_0)`` per layer of a truncated-BPTT window) and
+  ``weight_noise`` (a DropConnect mask per *weight-noise site*).
+- **Weight-noise sites.**  ``weight_noise_sites`` (default ``()``) names the parameters that
+  accept a DropConnect mask ``W ↦ W ⊙ (1+η)`` through the context; :meth:`sample_weight_noise`
+  draws one (the paper's η, shape ``(draws, *W.shape)``).  Derivatives are taken at that fixed
+  mask.
+- **Per-example reduction.**  :meth:`param_gradient` and :meth:`param_adjoint_tangent` return
+  flat parameter gradients (their tangents) per example ``(k, B, n, P)`` or, with
+  ``per_example=False``, summed over the examples ``(k, B, P)``.  The defaults sum the
+  per-example arrays; a model may override them to sum inside the sweep (the LSTM does, so no
+  ``(n, P)`` array exists at AWD-LSTM sizes).
+
 Shapes: a trace holds ``B`` noise draws of ``n`` examples, primal arrays ``(B, n, d)``; tangents
 and cotangents carry a leading direction axis ``k``: ``(k, B, n, d)`` (any of ``k, B, n`` may be
 1 and broadcast).  Per-example parameter gradients are flat: ``(k, B, n, P)``.
@@ -31,7 +58,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from dropcheck._validate import check_finite
+from dropcheck._validate import check_choice, check_finite, check_q
 from dropcheck.backend import namespace
 from dropcheck.losses import Loss
 
@@ -62,6 +89,10 @@ class Tangent:
     site_tangents: dict[str, Any]
     noise_tangents: dict[str, Any]
     cache: dict[str, Any] = field(default_factory=dict)
+
+
+#: The mask forms of :attr:`Model.mask` (module doc, "Site axes and mask form").
+MASKS = ("locked", "per_step")
 
 
 @dataclass(frozen=True)
@@ -152,6 +183,14 @@ class Model:
     loss: Loss
     input_dim: int
     n_classes: int
+    #: Extra per-example axes of a site value between the example axis and the units.
+    site_axes: int = 0
+    #: ``"locked"``: noise shared along the site axes; ``"per_step"``: independent along them.
+    mask: str = "locked"
+    #: Names of the trace's context (:meth:`with_context`); none by default.
+    context_names: tuple[str, ...] = ()
+    #: Parameters that accept a DropConnect mask through the context ``weight_noise``.
+    weight_noise_sites: tuple[str, ...] = ()
 
     # ----- primitives (subclasses) -----
     def trace(self, x: Any, noise: Mapping[str, Any] | None = None) -> Trace:
@@ -201,17 +240,119 @@ class Model:
         """
         raise NotImplementedError
 
-    def noise_adjoint(self, tr: Trace, cot: Any, sites: Iterable[str]) -> dict[str, Any]:
+    def noise_adjoint(
+        self, tr: Trace, cot: Any, sites: Iterable[str], *, form: str | None = None
+    ) -> dict[str, Any]:
         """Reverse sweep of ``cot`` ``(k, B, n, c)`` to the noise: ``∂⟨cot, F⟩/∂η`` per site.
 
         With noise ``h ↦ (1+η)⊙h`` this is the site adjoint times ``h``: ``(uᵀJ)_k h_k``.
         A model whose site value has more axes than its noise (an LSTM's mask locked across
-        time steps) sums over them, which is where its cross-time terms come from.
+        time steps) sums over them, which is where its cross-time terms come from.  ``form``
+        (default :attr:`mask`): see :meth:`noise_terms`.
         """
         sites = tuple(sites)
         adj, _ = self.backward(tr, cot, sites=sites)
+        return self.noise_terms(tr, adj, sites, form=form)
+
+    def noise_terms(
+        self, tr: Trace, adj: Mapping[str, Any], sites: Iterable[str], *,
+        form: str | None = None,
+    ) -> dict[str, Any]:
+        """``∂⟨u, F⟩/∂η`` per site from the site adjoints ``adj`` (``(k, B, n, *X, d)``).
+
+        ``form="locked"``: ``Σ_X (uᵀJ)_k h_k`` over the :attr:`site_axes` ``X``, ``(k, B, n, d)``
+        (the gradient w.r.t. a mask shared along them); ``"per_step"``: the terms
+        ``(uᵀJ)_k h_k`` themselves, ``(k, B, n, *X, d)``.  Default: the model's :attr:`mask`.
+        Without site axes both forms are the same.
+        """
+        form = self.mask if form is None else check_choice(form, MASKS, "form")
+        xp = self.xp
         vals = self.site_values(tr)
-        return {s: adj[s] * vals[s] for s in sites}
+        axes = tuple(range(-1 - self.site_axes, -1))
+        out = {}
+        for s in sites:
+            prod = adj[s] * vals[s]
+            out[s] = xp.sum(prod, axis=axes) if form == "locked" and axes else prod
+        return out
+
+    def noise_shape_for(self, site: str, x: Any, draws: int = 1) -> tuple[int, ...]:
+        """Shape of η at ``site`` for checked inputs ``x`` ``(n, …)`` (or their shape tuple).
+
+        ``(draws, n, d)`` for a locked mask; per step ``(draws, n, *X, d)``, ``X`` the
+        :attr:`site_axes` (read from ``x``'s axes after the example axis).
+        """
+        shape = tuple(x) if isinstance(x, tuple) else tuple(x.shape)
+        k = 1 + (self.site_axes if self.mask == "per_step" else 0)
+        return (draws, *shape[:k], self.widths[site])
+
+    def sample_noise_for(
+        self,
+        rng: Any,
+        x: Any,
+        q: float | Mapping[str, float],
+        draws: int = 1,
+        *,
+        sites: Iterable[str] | None = None,
+        kind: str = "bernoulli",
+    ) -> dict[str, Any]:
+        """``draws`` independent draws of the paper's η per site for checked inputs ``x``.
+
+        Sites in order (``sites`` default: the model's), each :meth:`noise_shape_for`;
+        ``kind="rademacher"``: signs scaled by ``sqrt(q/(1−q))`` (fn. 6).  Sites with ``q = 0``
+        get no entry (and draw nothing).
+        """
+        from dropcheck.noise import sample_eta, sample_rademacher
+
+        kind = check_choice(kind, ("bernoulli", "rademacher"), "kind")
+        sampler = sample_eta if kind == "bernoulli" else sample_rademacher
+        names = self.check_sites(sites)
+        qd = q if isinstance(q, Mapping) else dict.fromkeys(names, q)
+        return {
+            s: sampler(rng, self.noise_shape_for(s, x, draws), qd[s], xp=self.xp,
+                       dtype=self.dtype)
+            for s in names
+            if check_q(qd[s], f"q[{s!r}]") > 0.0
+        }
+
+    def sample_weight_noise(self, rng: Any, q: float, draws: int = 1) -> dict[str, Any]:
+        """DropConnect η ``(draws, *W.shape)`` for every :attr:`weight_noise_sites` parameter."""
+        from dropcheck.noise import sample_eta
+
+        q = check_q(q, "weight dropout q")
+        if not self.weight_noise_sites:
+            raise ValueError(f"{type(self).__name__} has no weight-noise sites")
+        return {
+            k: sample_eta(rng, (draws, *self.params[k].shape), q, xp=self.xp, dtype=self.dtype)
+            for k in self.weight_noise_sites
+        }
+
+    def with_context(self, **context: Any) -> Model:
+        """A copy whose every ``trace`` uses ``context`` (names in :attr:`context_names`).
+
+        None values leave an entry unset.  A model without context accepts only None values.
+        """
+        given = {k: v for k, v in context.items() if v is not None}
+        bad = [k for k in given if k not in self.context_names]
+        if bad:
+            raise ValueError(
+                f"context {bad} is not accepted by {type(self).__name__}; its context names "
+                f"are {list(self.context_names)}"
+            )
+        if given:
+            raise NotImplementedError(f"{type(self).__name__} declares context but no with_context")
+        return self
+
+    def param_gradient(self, tr: Trace, cot: Any, *, per_example: bool = True) -> Any:
+        """Flat ``∂⟨cot, F⟩/∂W``: per example ``(k, B, n, P)`` or summed ``(k, B, P)``."""
+        _, g = self.backward(tr, cot, params=True)
+        return g if per_example else self.xp.sum(g, axis=-2)
+
+    def param_adjoint_tangent(
+        self, tr: Trace, tan: Tangent, g: Any, g_dot: Any, *, per_example: bool = True
+    ) -> Any:
+        """Flat ``d/dε ∇_W`` (:meth:`adjoint_tangent`): ``(k, B, n, P)`` or summed ``(k, B, P)``."""
+        _, a = self.adjoint_tangent(tr, tan, g, g_dot, params=True)
+        return a if per_example else self.xp.sum(a, axis=-2)
 
     def noise_adjoint_tangent(
         self, tr: Trace, tan: Tangent, g: Any, g_dot: Any, sites: Iterable[str]
@@ -228,8 +369,7 @@ class Model:
         """
         sites = tuple(sites)
         adj, _ = self.adjoint_tangent(tr, tan, g, g_dot, sites=sites)
-        vals = self.site_values(tr)
-        return {s: adj[s] * vals[s] for s in sites}
+        return self.noise_terms(tr, adj, sites)
 
     # ----- capabilities (optional; None: the generic algorithms apply) -----
     def affine_feed(self, site: str) -> AffineFeed | None:

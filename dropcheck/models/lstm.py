@@ -28,14 +28,20 @@ they apply to the locked model only; :meth:`sample_noise` draws the right shape 
 pass, not a dropout site: ``weight_noise={"U1": η, …}`` (``(B|1, 4H, H)``, the paper's η;
 :meth:`sample_weight_noise`) replaces ``U_l`` by ``U_l ⊙ (1+η)`` in the trace, and every
 derivative is taken at that fixed weight mask (parameter gradients are w.r.t. ``U_l``:
-``∂/∂U = (∂/∂U_eff) ⊙ (1+η)``).  A model-level default mask can be set with
-``LSTM(..., weight_noise=...)`` so generic code sees it.
+``∂/∂U = (∂/∂U_eff) ⊙ (1+η)``).  The ``U_l`` are the model's *weight-noise sites*
+(``weight_noise_sites``, the protocol's :meth:`~dropcheck.models.Model.sample_weight_noise`).
+
+**Context** (the site protocol's, :meth:`~dropcheck.models.Model.with_context`): ``state`` and
+``weight_noise`` may be bound to the model, ``model.with_context(state=…, weight_noise=…)``,
+so that the generic algorithms (:mod:`dropcheck.explicit`, :mod:`dropcheck.implicit`,
+:mod:`dropcheck.montecarlo`) evaluate a truncated-BPTT window with its carried state and its
+DropConnect mask; ``trace(..., state=, weight_noise=)`` overrides them for one pass.
 
 **Loss.**  :class:`TokenCrossEntropy`: the loss of a sequence is the *sum* of its token
 cross-entropies, ``ℓ = Σ_t −log softmax(F_t)_{y_t}``, so ``H_out`` is block-diagonal over
 tokens and the sampled-label identity ``H_out = E_ŷ[g_ŷ g_ŷᵀ]`` holds with one label drawn per
 token.  Per-token figures (what the paper reports) are per-sequence values divided by ``T``;
-:mod:`dropcheck.lstm_eval` reports those.
+:mod:`dropcheck.lm` reports those.
 
 **Truncated BPTT.**  ``trace(x, noise, state=...)`` starts from a given state ``(h_0, c_0)`` per
 layer (``(n, H)`` or ``(B, n, H)``); the state is an input, never differentiated through;
@@ -47,24 +53,24 @@ dict ``E, W1, U1, b1, …, WL, UL, bL, D, bD`` (without ``D`` when the decoder i
 Every sweep (forward, tangent, reverse, reverse-tangent) is written once per layer kind, in the
 namespace of the parameters (numpy, cupy, …), batched over directions, draws and sequences; the
 recurrence is the only loop over time.  Backward is BPTT; ``backward(..., per_example=False)``
-sums parameter gradients over the sequences (no ``(n, P)`` arrays at AWD-LSTM sizes).
+(and the protocol's ``param_gradient`` / ``param_adjoint_tangent`` with ``per_example=False``)
+sums parameter gradients over the sequences inside the sweep (no ``(n, P)`` arrays at AWD-LSTM
+sizes).  Site values have one site axis (time): ``site_axes = 1``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from dropcheck._validate import check_choice, check_finite, check_q
+from dropcheck._validate import check_choice, check_finite
 from dropcheck.backend import asarray, default_dtype, make_rng, matmul, namespace
 from dropcheck.losses import CrossEntropy
-from dropcheck.models._base import AffineFeed, Model, Site, Tangent, Trace
-from dropcheck.noise import sample_eta, sample_rademacher
+from dropcheck.models._base import MASKS, AffineFeed, Model, Site, Tangent, Trace
 
 __all__ = ["LSTM", "TokenCrossEntropy", "MASKS"]
-
-MASKS = ("locked", "per_step")
 
 
 class TokenCrossEntropy(CrossEntropy):
@@ -78,7 +84,8 @@ class TokenCrossEntropy(CrossEntropy):
 
     name = "token_cross_entropy"
 
-    def value(self, f: Any, y: Any) -> Any:  # noqa: D102
+    def value(self, f: Any, y: Any) -> Any:
+        """``Σ_t ℓ(F_t, y_t)``: the cross-entropy summed over the tokens, shape ``f.shape[:-2]``."""
         xp = namespace(f)
         return xp.sum(super().value(f, y), axis=-1)
 
@@ -135,7 +142,11 @@ class LSTM(Model):
     sites : site names (default: all).
     mask : ``"locked"`` (one mask per sequence, all steps) or ``"per_step"``.
     weight_noise : default DropConnect noise ``{"U{l}": η}`` for every trace (None: none).
+    state : default initial state ``[(h_0, c_0), …]`` per layer for every trace (None: zeros).
     """
+
+    site_axes = 1  # a site value is (B, n, T, d): one axis, time
+    context_names = ("state", "weight_noise")
 
     def __init__(
         self,
@@ -144,6 +155,7 @@ class LSTM(Model):
         sites: Iterable[str] | str | None = None,
         mask: str = "locked",
         weight_noise: Mapping[str, Any] | None = None,
+        state: Sequence[tuple[Any, Any]] | None = None,
     ) -> None:
         if "E" not in params or "bD" not in params:
             raise ValueError(f"params must hold E, W1, U1, b1, …, bD; got {sorted(params)}")
@@ -182,7 +194,9 @@ class LSTM(Model):
         if bad or not sites or len(set(sites)) != len(sites):
             raise ValueError(f"sites must be distinct names among {all_sites}, got {list(sites)}")
         self.sites = tuple(Site(s, self._width[s]) for s in all_sites if s in sites)
+        self.weight_noise_sites = tuple(f"U{l}" for l in range(1, n_layers + 1))
         self.weight_noise = self._check_weight_noise(weight_noise)
+        self.state = state
         self._gate_mask: dict[int, Any] = {}
 
     @staticmethod
@@ -260,9 +274,30 @@ class LSTM(Model):
         params["bD"] = asarray(gen.random(vocab) * 0.0, xp, dtype)
         return cls(params, sites=sites, mask=mask)
 
-    def with_params(self, params: Mapping[str, Any]) -> LSTM:  # noqa: D102
+    def with_params(self, params: Mapping[str, Any]) -> LSTM:
+        """A copy with other parameter values (same shapes), mask and context kept."""
         return LSTM(params, sites=self.site_names, mask=self.mask,
-                    weight_noise=self._weight_noise_dict())
+                    weight_noise=self._weight_noise_dict(), state=self.state)
+
+    def with_context(  # type: ignore[override]
+        self,
+        *,
+        state: Sequence[tuple[Any, Any]] | None = None,
+        weight_noise: Mapping[str, Any] | None = None,
+    ) -> LSTM:
+        """A copy whose traces start from ``state`` and use the DropConnect ``weight_noise``.
+
+        The protocol's context (:meth:`~dropcheck.models.Model.with_context`): ``state`` is
+        ``[(h_0, c_0), …]`` per layer (``(n, H)`` or ``(B, n, H)``, checked against ``x`` at
+        each trace), ``weight_noise`` ``{"U{l}": η}`` (``(B|1, 4H, H)``).  None keeps the
+        model's current entry.  The parameters are shared, not copied.
+        """
+        new = copy.copy(self)
+        if weight_noise is not None:
+            new.weight_noise = self._check_weight_noise(weight_noise)
+        if state is not None:
+            new.state = state
+        return new
 
     def with_mask(self, mask: str) -> LSTM:
         """The same network with ``mask="locked"`` or ``"per_step"``."""
@@ -300,8 +335,7 @@ class LSTM(Model):
 
     def noise_shape(self, site: str, n: int, T: int, draws: int = 1) -> tuple[int, ...]:
         """Shape of η at ``site``: ``(B, n, d)`` (locked) or ``(B, n, T, d)`` (per step)."""
-        d = self.widths[site]
-        return (draws, n, d) if self.mask == "locked" else (draws, n, T, d)
+        return self.noise_shape_for(site, (n, T), draws)
 
     def sample_noise(
         self,
@@ -314,24 +348,12 @@ class LSTM(Model):
         sites: Iterable[str] | None = None,
         kind: str = "bernoulli",
     ) -> dict[str, Any]:
-        """``draws`` samples of the paper's η per site (``kind="rademacher"``: ±sqrt(q/(1−q)))."""
-        kind = check_choice(kind, ("bernoulli", "rademacher"), "kind")
-        sampler = sample_eta if kind == "bernoulli" else sample_rademacher
-        names = self.check_sites(sites)
-        qd = q if isinstance(q, Mapping) else dict.fromkeys(names, q)
-        return {
-            s: sampler(rng, self.noise_shape(s, n, T, draws), qd[s], xp=self.xp, dtype=self.dtype)
-            for s in names
-            if check_q(qd[s], f"q[{s!r}]") > 0.0
-        }
+        """``draws`` samples of the paper's η per site for ``n`` sequences of ``T`` tokens.
 
-    def sample_weight_noise(self, rng: Any, q: float, draws: int = 1) -> dict[str, Any]:
-        """DropConnect noise on every ``U_l``: η ``(draws, 4H_l, H_l)`` per layer."""
-        q = check_q(q, "weight dropout q")
-        return {
-            f"U{l}": sample_eta(rng, (draws, 4 * H, H), q, xp=self.xp, dtype=self.dtype)
-            for l, H in enumerate(self.hidden_sizes, 1)
-        }
+        :meth:`~dropcheck.models.Model.sample_noise_for` with inputs of shape ``(n, T)``
+        (``kind="rademacher"``: ±sqrt(q/(1−q))).
+        """
+        return self.sample_noise_for(rng, (n, T), q, draws, sites=sites, kind=kind)
 
     def _noise(self, noise: Mapping[str, Any] | None, n: int, T: int) -> dict[str, Any]:
         """Noise dict -> ``(B, n|1, d)`` (locked) / ``(B, n|1, T|1, d)`` (per step) arrays."""
@@ -353,7 +375,7 @@ class LSTM(Model):
             if not ok:
                 hint = (" (per_step masks need a time axis; dropcheck.exact/montecarlo draw one "
                         "mask per sequence and apply to mask='locked' only: use "
-                        "model.sample_noise or dropcheck.lstm_eval)") if (
+                        "model.sample_noise or dropcheck.lm)") if (
                     self.mask == "per_step") else ""
                 raise ValueError(f"noise[{s!r}] must have shape {want}, got {eta.shape}{hint}")
             if eta.ndim == (2 if self.mask == "locked" else 3):
@@ -450,7 +472,7 @@ class LSTM(Model):
         return xp.concat([head, body], axis=-2)
 
     # ----- forward -----
-    def trace(  # noqa: D102
+    def trace(
         self,
         x: Any,
         noise: Mapping[str, Any] | None = None,
@@ -458,12 +480,17 @@ class LSTM(Model):
         state: Sequence[tuple[Any, Any]] | None = None,
         weight_noise: Mapping[str, Any] | None = None,
     ) -> Trace:
+        """Forward pass of tokens ``x`` ``(n, T)`` with noise ``(B, n|1, [T|1,] d)`` per site.
+
+        ``state`` and ``weight_noise`` override the model's context for this pass (None: the
+        bound ones, :meth:`with_context`; zeros and no mask by default).
+        """
         xp = self.xp
         x2, single = self.check_x(x)
         n, T = x2.shape
         eta = self._noise(noise, n, T)
         wn = self.weight_noise if weight_noise is None else self._check_weight_noise(weight_noise)
-        st = self._check_state(state, n)
+        st = self._check_state(self.state if state is None else state, n)
         e = xp.reshape(xp.take(self.params["E"], xp.reshape(x2, (-1,)), axis=0),
                        (1, n, T, self.emb_dim))
         tr = Trace(x2, eta, None, single, {"e": e, "wn": wn, "layers": []})
@@ -528,12 +555,16 @@ class LSTM(Model):
         return [(lc["h"][..., -1, :], lc["c"][..., -1, :]) for lc in tr.cache["layers"]]
 
     # ----- forward mode -----
-    def tangent(  # noqa: D102
+    def tangent(
         self,
         tr: Trace,
         site_tangents: Mapping[str, Any] | None = None,
         noise_tangents: Mapping[str, Any] | None = None,
     ) -> Tangent:
+        """Forward-mode sweep: site tangents ``(k, B, n, T, d)``, noise tangents of η's shape.
+
+        Noise tangents are ``(k, B, n, d)`` for locked masks, ``(k, B, n, T, d)`` per step.
+        """
         xp = self.xp
         vt = dict(site_tangents or {})
         nt = dict(noise_tangents or {})
@@ -585,7 +616,7 @@ class LSTM(Model):
                 "hdot": _stack(xp, hds)}
 
     # ----- reverse mode and its tangent -----
-    def backward(  # noqa: D102
+    def backward(
         self,
         tr: Trace,
         cot: Any,
@@ -594,9 +625,24 @@ class LSTM(Model):
         *,
         per_example: bool = True,
     ) -> tuple[dict[str, Any], Any]:
+        """BPTT of ``cot`` ``(k, B, n, T, V)``: site adjoints ``(k, B, n, T, d)`` and gradients.
+
+        Flat parameter gradients per sequence ``(k, B, n, P)``, or with ``per_example=False``
+        summed over the sequences inside the sweep ``(k, B, P)``.
+        """
         return self._reverse(tr, cot, tuple(sites), params, per_example, None, None)
 
-    def adjoint_tangent(  # noqa: D102
+    def param_gradient(self, tr: Trace, cot: Any, *, per_example: bool = True) -> Any:
+        """The protocol's flat ``∂⟨cot, F⟩/∂W``, summed inside the sweep when not per example."""
+        return self._reverse(tr, cot, (), True, per_example, None, None)[1]
+
+    def param_adjoint_tangent(
+        self, tr: Trace, tan: Tangent, g: Any, g_dot: Any, *, per_example: bool = True
+    ) -> Any:
+        """The protocol's flat ``d/dε ∇_W``, summed inside the sweep when not per example."""
+        return self._reverse(tr, g, (), True, per_example, tan, g_dot)[1]
+
+    def adjoint_tangent(
         self,
         tr: Trace,
         tan: Tangent,
@@ -607,32 +653,11 @@ class LSTM(Model):
         *,
         per_example: bool = True,
     ) -> tuple[dict[str, Any], Any]:
-        return self._reverse(tr, g, tuple(sites), params, per_example, tan, g_dot)
+        """Tangent of :meth:`backward` of ``g`` along ``tan`` (``g_dot``: the tangent of ``g``).
 
-    def noise_adjoint(self, tr: Trace, cot: Any, sites: Iterable[str]) -> dict[str, Any]:
-        """``∂⟨cot, F⟩/∂η`` per site.
-
-        Locked masks: ``Σ_t (uᵀJ_t)_k h_{tk}``, ``(k, B, n, d)``; per step: ``(k, B, n, T, d)``.
+        Shapes and ``per_example`` as in :meth:`backward`.
         """
-        sites = tuple(sites)
-        adj, _ = self.backward(tr, cot, sites=sites)
-        return self._times_value(tr, adj, sites)
-
-    def noise_adjoint_tangent(  # noqa: D102
-        self, tr: Trace, tan: Tangent, g: Any, g_dot: Any, sites: Iterable[str]
-    ) -> dict[str, Any]:
-        sites = tuple(sites)
-        adj, _ = self.adjoint_tangent(tr, tan, g, g_dot, sites=sites)
-        return self._times_value(tr, adj, sites)
-
-    def _times_value(self, tr: Trace, adj: Mapping[str, Any], sites: tuple[str, ...]) -> dict:
-        xp = self.xp
-        vals = self.site_values(tr)
-        out = {}
-        for s in sites:
-            prod = adj[s] * vals[s]
-            out[s] = xp.sum(prod, axis=-2) if self.mask == "locked" else prod
-        return out
+        return self._reverse(tr, g, tuple(sites), params, per_example, tan, g_dot)
 
     def _reverse(
         self,
@@ -800,7 +825,7 @@ class LSTM(Model):
         return xp.concat([xp.broadcast_to(p, (*lead, p.shape[-1])) for p in parts], axis=-1)
 
     # ----- conveniences for token inputs -----
-    def forward(  # noqa: D102
+    def forward(
         self,
         x: Any,
         noise: Mapping[str, Any] | None = None,
@@ -834,7 +859,7 @@ class LSTM(Model):
         out = xp.reshape(out, (*batch, *out.shape[1:])) if batch else out[0, ...]
         return out[..., 0, :, :] if single else out
 
-    def loss_value(  # noqa: D102
+    def loss_value(
         self, x: Any, y: Any, noise: Mapping[str, Any] | None = None, **kw: Any
     ) -> Any:
         """Per-sequence loss (sum over tokens), shape ``(*batch, n)`` (``(*batch,)``)."""
