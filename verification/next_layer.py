@@ -112,8 +112,8 @@ def plot_a2(ctx: Context, path: Path | str) -> Path:
 @claim(
     "A2",
     statement="Taylor around the next layer: (q/(2(1−q)))⟨D²_z(ℓ∘F_{i+1}), W diag(h²) Wᵀ⟩ "
-    "equals R_taylor (4.2) exactly (z is affine in h̃), so it has the same error against R_drop: "
-    "flat in q, falling with width",
+    "equals R_taylor (4.2) exactly (z is affine in h̃), so it has the same error against R_drop "
+    "(flat in q)",
     source="Wei, Kakade & Ma 2020, Sec. 4.1 footnote 4 and App. A.2",
     kind="identity",
     rule=f"max pooled relative |R_next − R_taylor| ≤ {_TOL:g} over tanh/relu/sigmoid/gelu MLPs, "
@@ -141,7 +141,8 @@ def measure_a2(ctx: Context) -> Measurement:
         plots=plots_,
         note="The next-layer expansion does not fix the flat-in-q error of (4.2): it is the same "
         "second-order term (the paper: 'it does not change the final result'). What the "
-        "z-view explains is the fall with width: δz is a sum of d small terms.",
+        "z-view suggests is a fall with width (δz is a sum of d small terms); over the widths "
+        "measured here (4–14, one tanh layer after the site) the error barely moves.",
     )
 
 
