@@ -295,6 +295,8 @@ def compare_reports(old: dict[str, Any], new: dict[str, Any],
         a, b = _numbers(o.get("values", {})), _numbers(c.get("values", {}))
         moved = []
         for k in sorted(a.keys() & b.keys()):
+            if "second" in k:  # timings (seconds, per-second rates) are not results
+                continue
             x, y = a[k], b[k]
             if abs(y - x) > rtol * max(abs(x), abs(y)) and max(abs(x), abs(y)) > 1e-300:
                 moved.append(f"{k} {x:.6g} → {y:.6g}")

@@ -546,7 +546,7 @@ MUTANTS: list[Mutant] = [
     Mutant("r_approx_factor_no_embedding",
            "r_approx_factor() (the LSTM's exact R_approx) leaves the first site (the embedding) "
            "out", ("S1",), _replace("dropcheck.explicit.r_approx_factor",
-                                    lambda o: _drop_last_site(o, False, 0))),
+                                    lambda o: _drop_last_site(o, True, 0))),
     Mutant("xi_approx_no_jloss_path",
            "ξ_approx without the gradient path through J_loss (only through h_i)",
            ("I2", "I1"), _xi_core("no_jloss")),
