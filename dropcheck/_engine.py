@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dropcheck._validate import check_positive_int
+from dropcheck.backend import namespace
 from dropcheck.noise import check_mask_count as _noise_check_mask_count
 from dropcheck.noise import mask_chunk
 
@@ -337,13 +338,12 @@ def sample_sums(
             if "shift" not in state:
                 state["shift"] = center(v)
             v = v - state["shift"]
-        xp_sum = _sum0
         parts = []
         p = None
         for k in range(1, max(powers) + 1):
             p = v if p is None else p * v
             if k in powers:
-                parts.append(xp_sum(p))
+                parts.append(_sum0(p))
         return tuple(parts)
 
     total = pairwise_sum(ex.map(one, chunks(samples, chunk_size)))
@@ -351,9 +351,7 @@ def sample_sums(
 
 
 def _sum0(a: Any) -> Any:
-    # the namespace of the draws: every array-API array has __array_namespace__
-    from dropcheck.backend import namespace
-
+    """``Σ`` over the leading (draw) axis, in the draws' own namespace."""
     return namespace(a).sum(a, axis=0)
 
 

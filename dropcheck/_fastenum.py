@@ -701,7 +701,7 @@ def _outer_sum_rows(
             fused = float(xp.max(lower)) - sigma >= -_exp_limits(xp, dtype)[1]
             sigma = sigma if fused else 0.0
         W_aug = xp.concat([W_u, (b_u - sigma)[:, None]], axis=1)  # (c or d'', d'+1)
-    onehot = _onehot(y, c, xp, dtype) if ce else None
+    onehot: Any = _onehot(y, c, xp, dtype) if ce else None
     out: list[Any] = []
     for r0, r1, segments in _blocks(N, d, lo, budget):
         nb = r1 - r0
@@ -709,7 +709,7 @@ def _outer_sum_rows(
         parts.add(-shift[r0:r1])
         # (Nb, d', 2^lo), centred per unit
         Z_loT = xp.permute_dims((bits_lo - 0.5) @ A_lo[r0:r1, ...], (0, 2, 1))
-        C_lo = None
+        C_lo: Any = None
         if trick is not None and bool(xp.all(xp.abs(k * Z_loT) <= exp_lim)):
             C_lo = xp.concat([xp.exp(-k * Z_loT), xp.ones((nb, 1, nlo), dtype=dtype)], axis=1)
         for g0, g1, chunks in segments:

@@ -410,6 +410,6 @@ def mc_dropout(
         vv = (m4 - (T - 3) / (T - 1) * var * var) / T
         out = MCDropout(mean, var, xp.sqrt(var / T), xp.sqrt(xp.where(vv > 0, vv, zero)), T)
     if single:
-        out = MCDropout(*(a[0, ...] for a in (out.mean, out.var, out.mean_stderr,
-                                               out.var_stderr)), T)
+        out = MCDropout(out.mean[0, ...], out.var[0, ...], out.mean_stderr[0, ...],
+                        out.var_stderr[0, ...], T)
     return out
