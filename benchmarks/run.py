@@ -89,8 +89,8 @@ def _fig_ratios(rs: list[Row]) -> str:
 
 
 def _fig_logs(rs: list[Row]) -> str:
-    return ", ".join(f"{_width(r)}: {r.extra['of_its_logs']:.2f} ({r.extra['masks_per_log']:.1f} "
-                     f"masks / log; of one log per mask {r.extra['of_log_per_mask']:.2f})"
+    return ", ".join(f"{_width(r)}: {r.extra['of_its_logs']:.2g} ({r.extra['masks_per_log']:.1f} "
+                     f"masks / log; of one log per mask {r.extra['of_log_per_mask']:.2g})"
                      for r in rs)
 
 
@@ -175,8 +175,8 @@ def _cells(rows: list[Row], bench: str) -> tuple[list[str], list[list[str]], lis
                  _fmt(r.extra["baseline_masks_per_s"]), _Bold(f"{r.ratio:.1f}×"),
                  _fmt(r.extra.get("logs_performed")),
                  _fmt(r.extra.get("masks_per_log"), ".2f"),
-                 _fmt(r.extra.get("of_its_logs"), ".2f"),
-                 _fmt(r.extra.get("of_log_per_mask"), ".2f"),
+                 _fmt(r.extra.get("of_its_logs"), ".2g"),
+                 _fmt(r.extra.get("of_log_per_mask"), ".2g"),
                  (f"{r.extra['dropcheck_peak_kib']:.0f} / {r.extra['baseline_peak_kib']:.0f}"
                   if "dropcheck_peak_kib" in r.extra else "–"),
                  _fmt(r.extra.get("max_abs_diff"), ".1e")] for r in rs]
