@@ -134,6 +134,7 @@ def test_strict_fails_on_deviates(monkeypatch):
     from dropcheck.verification import _registry
     from dropcheck.verification._registry import Measurement
 
+    all_claims()  # discovers the claim modules
     claim = _registry._CLAIMS["E6"]
     monkeypatch.setitem(_registry._CLAIMS, "E6", claim.__class__(
         claim.id, claim.statement, claim.source, claim.kind, claim.rule,
@@ -146,6 +147,7 @@ def test_exact_subcheck_failure_is_fail(monkeypatch, capsys):
     from dropcheck.verification import _registry
     from dropcheck.verification._registry import Measurement
 
+    all_claims()  # discovers the claim modules
     claim = _registry._CLAIMS["T1"]
     monkeypatch.setitem(_registry._CLAIMS, "T1", claim.__class__(
         claim.id, claim.statement, claim.source, claim.kind, claim.rule,
@@ -161,3 +163,17 @@ def test_one_line_per_claim_and_verbose(capsys):
     assert main(["verify", "--quick", "--only", "N1", "--no-progress", "--verbose"]) == 0
     out = capsys.readouterr().out
     assert "rule" in out and "source" in out and "measured" in out
+
+
+def test_terminal_output_is_a_rich_table_that_keeps_brackets():
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    assert run(["N1"], quick=True, stream=out, progress=False, verbose=True) == 0
+    text = out.getvalue()
+    assert "┃" in text and "PASS" in text
+    assert "E[m/(1−q)⊙h]=h" in text  # statements are text, never rich markup

@@ -82,6 +82,7 @@ def print_rows(rows: list, out: TextIO, *, verbose: bool = False) -> None:
     if _is_terminal(out):
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         console = Console(file=out)
         table = Table(show_header=True, header_style="bold", show_lines=verbose)
@@ -93,17 +94,18 @@ def print_rows(rows: list, out: TextIO, *, verbose: bool = False) -> None:
             table.add_column("rule")
         else:
             table.add_column("headline figure")
-        for r in rows:
-            v = f"[{_STYLE.get(r.verdict, '')}]{r.verdict}[/]"
+        for r in rows:  # Text, not markup: claims are full of brackets (E[η], [0, 1))
+            v = Text(r.verdict, style=_STYLE.get(r.verdict, ""))
             if verbose:
-                table.add_row(r.claim.id, v, r.claim.statement, r.m.figure, r.claim.rule)
+                table.add_row(r.claim.id, v, Text(r.claim.statement), Text(r.m.figure),
+                              Text(r.claim.rule))
             else:
-                table.add_row(r.claim.id, v, headline(r.m.figure))
+                table.add_row(r.claim.id, v, Text(headline(r.m.figure)))
         console.print(table)
         if verbose:
             for r in rows:
                 if r.m.note:
-                    console.print(f"[bold]{r.claim.id}[/] note: {r.m.note}", markup=True,
+                    console.print(Text.assemble((r.claim.id, "bold"), " note: ", r.m.note),
                                   highlight=False)
         return
     for r in rows:
