@@ -41,6 +41,13 @@ MODULES: tuple[str, ...] = (
     # classical results (seed 002)
     "ridge",
     "geometric_mean",
+    # beyond the paper (docs/beyond.md)
+    "next_layer_taylor",
+    "wager_quadratic",
+    "fast_dropout_moments",
+    "gaussian_dropout_moments",
+    "sigmoid_nwgm",
+    "mianjy_regularizer",
 )
 
 _FORMATS = ("text", "latex", "markdown")
