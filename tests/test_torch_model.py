@@ -594,3 +594,19 @@ def test_docs_example_runs():
     for block in blocks:
         exec(compile(block, "docs/torch.md", "exec"), ns)  # noqa: S102
     assert ns["model"].widths == {"emb": 3, "out": 3}
+
+
+def test_module_left_as_it_was():
+    """The user's module keeps its mode, forward methods and weights after dropcheck's calls,
+    also when a call raises inside the patched forward."""
+    net, tm, x, y = twin()
+    mod = tm.module
+    mod.train()
+    before = {k: v.clone() for k, v in mod.state_dict().items()}
+    dc.exact.explicit_regularizer(tm, x, y, 0.2, sites=("h1",))
+    tm.backward(tm.trace(x), np.ones((1, 1, 3, 3)), params=True)
+    with pytest.raises(ValueError):
+        tm.trace(x, {"h1": np.full((1, 3, 5), np.nan)})
+    assert mod.training and all(m.training for m in mod.modules())
+    assert not any("forward" in m.__dict__ for m in mod.modules())
+    assert all(torch.equal(before[k], v) for k, v in mod.state_dict().items())
