@@ -597,8 +597,8 @@ def test_docs_example_runs():
 
 
 def test_module_left_as_it_was():
-    """The user's module keeps its mode, forward methods and weights after dropcheck's calls,
-    also when a call raises inside the patched forward."""
+    """The user's module keeps its mode, forward methods and weights after dropcheck's calls
+    (and after one that is refused)."""
     net, tm, x, y = twin()
     mod = tm.module
     mod.train()
