@@ -198,7 +198,7 @@ class Metric:
         are placed at their own position (``c·prod(X)`` columns); ``g gᵀ`` has one.
         """
         xp, pb = self.pb.xp, self.pb
-        if self.kind == "loss_jacobian":
+        if self.g is not None:  # "loss_jacobian": the one column g
             return self.g[None, ...]
         c, X, m = self.f.shape[-1], pb.extra, pb.outputs
         if self.kind == "loss":

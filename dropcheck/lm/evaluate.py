@@ -35,7 +35,7 @@ from dropcheck.models.lstm import LSTM
 __all__ = ["SIZES", "evaluate_corpus", "format_report"]
 
 #: Model and window sizes: ``small`` for CPU and CI, ``awd`` = AWD-LSTM (Merity et al. 2018).
-SIZES = {
+SIZES: dict[str, dict[str, Any]] = {
     "small": {"vocab": 1000, "emb": 32, "hidden": (64, 64), "tie": False, "bptt": 35,
               "batch": 16},
     "awd": {"vocab": 10000, "emb": 400, "hidden": (1150, 1150, 400), "tie": True, "bptt": 70,
@@ -43,7 +43,7 @@ SIZES = {
 }
 
 
-def _acc(d: dict[str, float], k: str, v: float) -> None:
+def _acc(d: dict[str, float], k: str, v: Any) -> None:
     d[k] = d.get(k, 0.0) + float(v)
 
 
@@ -54,13 +54,18 @@ def _mean_var(v: Any) -> tuple[float, float]:
 
 
 def _progress(stream: TextIO | None, total: int) -> Any:
-    """A rich progress bar over ``total`` windows on ``stream`` (None: no bar).
+    """A rich progress bar over ``total`` windows on ``stream``, or None.
 
-    Not a terminal: rich draws no live bar, only the finished line (plain output for logs).
+    None without a stream, or when ``stream`` is not a terminal (then :func:`evaluate_corpus`
+    writes one plain line at the end instead of a live bar).
     """
     if stream is None:
         return None
     from rich.console import Console
+
+    console = Console(file=stream)
+    if not console.is_terminal:
+        return None
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -70,7 +75,6 @@ def _progress(stream: TextIO | None, total: int) -> Any:
         TimeRemainingColumn,
     )
 
-    console = Console(file=stream)
     bar = Progress(TextColumn("lstm-eval"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("windows"), TimeElapsedColumn(), TimeRemainingColumn(),
                    console=console, transient=False)
@@ -171,6 +175,9 @@ def evaluate_corpus(
         if bar is not None:
             bar.stop()
     secs = time.perf_counter() - t0
+    if progress is not None and bar is None:  # not a terminal: one plain line for the log
+        progress.write(f"lstm-eval: {len(wins)} windows, {int(tot['tokens'])} tokens, "
+                       f"{secs:.1f} s\n")
     N = tot["tokens"]
     rep: dict[str, Any] = {
         "tokens": int(N), "windows": len(wins), "batch": batch, "bptt": bptt,
