@@ -290,7 +290,8 @@ _METHOD = """\
   baseline ran in full.  *Yardstick*: the `log` evaluations one dropcheck call performs are
   counted through the public call ("logs performed"; `numpy.log` and the array-API
   namespace's `log` wrapped for one untimed call) and redone by `np.log` on a 64 KiB input into
-  a preallocated `out=` buffer, in cache, timed in the same run ("of its logs" = that time /
+  a preallocated `out=` buffer, in cache, timed in the same run (median of max(15, 5 × the
+  repeats): the loops are short) ("of its logs" = that time /
   dropcheck's time: 1.0 would mean the call costs no more than its logs, ≥ 0.5 is within 2×);
   "of one log per mask" is the same in-cache yardstick with one log per mask.  Both depend on
   the SIMD numpy dispatches to (machine table).  Peak memory is
