@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from dropcheck._validate import check_choice, check_positive_int, check_q
-from dropcheck.checks.adapters import Problem, problems_from_nets, random_problems
+from dropcheck.checks.adapters import (
+    Adapter,
+    Problem,
+    WeightLists,
+    model_problems,
+    problems_from_nets,
+    random_problems,
+)
 from dropcheck.models import MLP
 
 __all__ = ["check_alpha", "fn_name", "q_grid", "build_problems", "grid_args"]
@@ -76,8 +83,24 @@ def _activations_arg(activations: Any) -> tuple[str, ...]:
 
 def build_problems(nets: Sequence[MLP] | None, sizes: Any, activations: Any,
                    sites: Iterable[str] | str | None, n_nets: int, examples: int, scale: float,
-                   seed: int) -> list[Problem]:
-    """The networks a checker uses: the caller's ``nets`` or random ones, with their batches."""
+                   seed: int, model: Any = None, data: Any = None,
+                   adapter: Adapter | None = None) -> list[Problem]:
+    """The networks a checker uses: the caller's ``nets`` or random ones, with their batches.
+
+    ``model`` (any dropcheck model, or a list) with ``data`` (``(x, y)`` or a list of pairs)
+    replaces them (:func:`~dropcheck.checks.adapters.model_problems`); the weight-list
+    ``adapter`` needs MLPs.
+    """
+    if model is not None:
+        if nets is not None:
+            raise ValueError("pass either nets= (dropcheck MLPs) or model= with data=, not both")
+        if isinstance(adapter, WeightLists):
+            raise ValueError("adapter='numpy' hands weight lists of an MLP over; with model= "
+                             "use adapter='torch' (fn(module, x, y, q)) or 'activations' "
+                             "(fn(acts, logits, targets, q))")
+        return model_problems(model, data)
+    if data is not None:
+        raise ValueError("data= goes with model=; the random nets draw their own batches")
     examples = check_positive_int(examples, "examples")
     if nets is not None:
         return problems_from_nets(list(nets), examples, seed)

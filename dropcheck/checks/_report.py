@@ -18,7 +18,7 @@ from typing import Any
 from dropcheck.checks._stats import holm
 
 __all__ = ["PASS", "FAIL", "ERROR", "SKIP", "CheckRow", "CheckReport", "DropcheckError",
-           "apply_holm"]
+           "apply_holm", "fmt_pair"]
 
 PASS, FAIL, ERROR, SKIP = "pass", "FAIL", "ERROR", "skip"
 
@@ -168,3 +168,15 @@ class DropcheckError(AssertionError):
     def __init__(self, report: CheckReport):
         super().__init__(str(report))
         self.report = report
+
+
+def fmt_pair(a: float, b: float, digits: int = 3) -> tuple[str, str]:
+    """``a`` and ``b`` with the fewest significant digits (at least ``digits``) that differ.
+
+    A message then never reads "1.11111 instead of 1.11111" (17 digits at most).
+    """
+    for k in range(digits, 18):
+        sa, sb = f"{a:.{k}g}", f"{b:.{k}g}"
+        if sa != sb:
+            return sa, sb
+    return f"{a:.17g}", f"{b:.17g}"

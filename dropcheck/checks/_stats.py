@@ -31,6 +31,8 @@ __all__ = [
     "mean_units",
     "mean_power",
     "zero_atom_sample_size",
+    "hotelling_mean",
+    "hotelling_crit",
 ]
 
 
@@ -191,3 +193,32 @@ def mean_units(d: float, level: float, beta: float, limit: int) -> int:
 def zero_atom_sample_size(atom: float, beta: float) -> int:
     """Draws needed to see at least once an outcome of probability ``atom``, with prob. 1-beta."""
     return math.ceil(math.log(beta) / math.log1p(-atom))
+
+
+def hotelling_mean(units: np.ndarray, mean0: np.ndarray,
+                   floor: float = 0.0) -> tuple[float, float, int]:
+    """Hotelling's test that independent vector ``units`` ``(u, k)`` have mean ``mean0`` ``(k,)``.
+
+    ``T² = dᵀ (S/u + floor² I)⁻¹ d`` with ``d`` the mean minus ``mean0`` and ``S`` the sample
+    covariance; ``(u−k)/(k(u−1)) T² ~ F(k, u−k)`` for normal units (exact), so
+    ``P(p <= a) <= a``.  ``floor`` (a standard error added in every direction) keeps the test
+    defined for a deterministic function (``S = 0``): it then compares to within the rounding
+    allowance ``floor``.  Needs ``u > k``.  Returns ``(T², p, u − k)``.
+    """
+    u = np.asarray(units, dtype=np.float64)
+    n, k = u.shape
+    if n <= k:
+        raise ValueError(f"Hotelling's test needs more units ({n}) than directions ({k})")
+    d = u.mean(axis=0) - np.asarray(mean0, dtype=np.float64)
+    cov = np.cov(u, rowvar=False).reshape(k, k) / n + floor**2 * np.eye(k)
+    try:
+        t2 = float(d @ np.linalg.solve(cov, d))
+    except np.linalg.LinAlgError:
+        t2 = 0.0 if not np.any(d) else math.inf
+    f = (n - k) / (k * (n - 1)) * t2
+    return t2, float(stats.f.sf(f, k, n - k)) if math.isfinite(f) else 0.0, n - k
+
+
+def hotelling_crit(k: int, dof: int, level: float, units: int) -> float:
+    """The ``T²`` value Hotelling's test (:func:`hotelling_mean`) rejects at ``level``."""
+    return float(stats.f.isf(level, k, dof)) * k * (units - 1) / (units - k)

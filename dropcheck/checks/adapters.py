@@ -31,6 +31,24 @@ The checkers build small random MLPs (:class:`Problem`: a :class:`~dropcheck.mod
   sites) and in train mode for the noise checker; ``train=`` overrides.  A noise function may
   return nothing and leave the gradients in ``model.parameters()`` (after ``loss.backward()``).
 
+- :func:`activations` (``adapter="activations"``, needs torch): a function written for a
+  training loop, handed the activations at the dropout sites with everything on torch's graph,
+
+  .. code-block:: python
+
+      fn(acts, logits, targets, q, *, head, params, sites, rng)
+
+  ``acts`` maps site names to activations ``(n, *site_shape)``, ``logits`` are computed from
+  them, ``targets`` are the labels, ``params`` the parameter leaves (the model's order) and
+  ``head(values)`` reruns the network with the sites' outputs replaced.  The checkers
+  differentiate what it returns w.r.t. the parameters (the gradient checks of a regularizer; a
+  noise function may return a scalar whose gradient is the sample).
+
+Any dropcheck model, a :class:`~dropcheck.models.TorchModel` (``dc.from_torch``) included, can
+replace the random MLPs: ``model=..., data=(x, y)`` (:func:`model_problems`).  With a torch
+model ``adapter="torch"`` hands the user's own module over (a float64 copy),
+``fn(module, x, y, q, *, sites, rng)``.
+
 Conversions: :func:`to_torch_sequential` / :func:`from_torch_sequential` (torch is imported
 lazily: dropcheck does not need it), :func:`to_weight_lists`.  Parameters come in dropcheck's
 order, ``W1, b1, W2, b2, …``, which is also ``model.parameters()`` order.
@@ -41,13 +59,14 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from dropcheck.checks._calls import CallFailed, call
 from dropcheck.models import MLP
+from dropcheck.models._base import Model
 
 __all__ = [
     "Problem",
@@ -56,12 +75,15 @@ __all__ = [
     "TorchSequential",
     "weight_lists",
     "torch_sequential",
+    "torch_module",
+    "activations",
     "get_adapter",
     "to_weight_lists",
     "to_torch_sequential",
     "from_torch_sequential",
     "random_problems",
     "problems_from_nets",
+    "model_problems",
 ]
 
 #: torch module class name per dropcheck activation (GELU in its tanh form, as dropcheck's)
@@ -88,14 +110,18 @@ def _torch() -> Any:
 class Problem:
     """One network and batch that a checker hands to the user's function.
 
-    ``net`` is a float64 numpy :class:`~dropcheck.models.MLP` with cross-entropy loss; ``x``
-    ``(n, d0)`` float64; ``y`` ``(n,)`` int64 labels; ``index`` numbers the nets from 1.
+    ``net`` is a float64 numpy :class:`~dropcheck.models.MLP` with cross-entropy loss (the
+    checkers' random nets) or any dropcheck model with cross-entropy loss (``model=``); ``x``
+    its input batch ``(n, …)``; ``y`` the labels ``(n,)`` (``(n, T)`` for a sequence model);
+    ``index`` numbers the nets from 1.  ``cache`` holds what adapters derive from the network
+    (a torch twin).
     """
 
     index: int
-    net: MLP
+    net: Model
     x: np.ndarray
     y: np.ndarray
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n(self) -> int:
@@ -105,8 +131,11 @@ class Problem:
     @property
     def label(self) -> str:
         """A short name for report rows, e.g. ``net 2 [5, 6, 3] relu, sites h1``."""
-        return (f"net {self.index} {self.net.sizes} {self.net.activation}, sites "
-                f"{','.join(self.net.site_names)}")
+        if isinstance(self.net, MLP):
+            return (f"net {self.index} {self.net.sizes} {self.net.activation}, sites "
+                    f"{','.join(self.net.site_names)}")
+        what = type(getattr(self.net, "module", self.net)).__name__
+        return f"model {self.index} {what}, sites {','.join(self.net.site_names)}"
 
 
 def random_problems(
@@ -148,6 +177,45 @@ def problems_from_nets(nets: Sequence[MLP], examples: int, seed: int) -> list[Pr
         x = gen.standard_normal((examples, net.input_dim))
         y = gen.integers(0, net.n_classes, size=examples)
         out.append(Problem(i + 1, net, x, y))
+    return out
+
+
+def model_problems(model: Any, data: Any) -> list[Problem]:
+    """Problems for the caller's models (any dropcheck model, e.g. ``dc.from_torch``) and data.
+
+    ``model`` is one model or a sequence; ``data`` one ``(x, y)`` pair or a sequence of pairs
+    (one per model, or several batches for one model).  Each model must have a cross-entropy
+    loss; labels must fit ``x`` (the model's ``check_y``).
+    """
+    models = list(model) if isinstance(model, list | tuple) else [model]
+    if not models:
+        raise ValueError("model must be a dropcheck model or a non-empty sequence of them")
+    for i, m in enumerate(models):
+        if not isinstance(m, Model):
+            raise TypeError(f"model[{i}] must be a dropcheck Model (wrap a torch module with "
+                            f"dc.from_torch(module, example, sites=...)), got {type(m).__name__}")
+        if "cross_entropy" not in m.loss.name:
+            raise ValueError(f"model[{i}] has loss {m.loss.name!r}; the checkers' references "
+                             f"use the cross-entropy (loss='cross_entropy')")
+    if data is None:
+        raise ValueError("model= needs data=(x, y): a batch of inputs and labels for it")
+    pairs = [data] if (isinstance(data, tuple) and len(data) == 2
+                       and not isinstance(data[0], tuple)) else list(data)
+    if len(models) == 1:
+        models = models * len(pairs)
+    if len(pairs) != len(models):
+        raise ValueError(f"data holds {len(pairs)} (x, y) pairs for {len(models)} models; give "
+                         f"one pair, or one per model")
+    out = []
+    for i, (m, pair) in enumerate(zip(models, pairs, strict=True)):
+        if not (isinstance(pair, tuple | list) and len(pair) == 2):
+            raise TypeError(f"data[{i}] must be a pair (x, y), got {type(pair).__name__}")
+        from dropcheck.backend import to_numpy
+
+        x, y = np.asarray(to_numpy(pair[0])), np.asarray(to_numpy(pair[1]))
+        x2, _ = m.check_x(x)
+        m.check_y(y, x2.shape[0])
+        out.append(Problem(i + 1, m, np.asarray(x2), y.astype(np.int64)))
     return out
 
 
@@ -240,6 +308,9 @@ class TorchSequential(Adapter):
 
     def call(self, fn: Callable[..., Any], pb: Problem, q: float, *, train: bool,  # noqa: D102
              rng: np.random.Generator, grads: bool = False) -> Any:
+        if not isinstance(pb.net, MLP):  # the user's own torch model: hand its module over
+            return torch_module(train=self.train).call(fn, pb, q, train=train, rng=rng,
+                                                       grads=grads)
         torch = _torch()
         dtype = torch.float64 if self.dtype is None else self.dtype
         mode = train if self.train is None else self.train
@@ -255,7 +326,11 @@ class TorchSequential(Adapter):
                                  "model.parameters(); return the noise, or call "
                                  "loss.backward() inside fn")
             return found
-        return out
+        if grads:
+            return out
+        from dropcheck.checks._torch_adapters import GraphOutput
+
+        return GraphOutput(out, list(model.parameters()), pb.n)
 
 
 def weight_lists(to_framework: Callable[[np.ndarray], Any] | None = None) -> WeightLists:
@@ -268,15 +343,37 @@ def torch_sequential(*, train: bool | None = None, dtype: Any = None) -> TorchSe
     return TorchSequential(train=train, dtype=dtype)
 
 
+def torch_module(*, train: bool | None = None) -> Adapter:
+    """``fn(module, x, y, q, *, sites, rng)`` on a torch model's own module (imports torch)."""
+    _torch()
+    from dropcheck.checks._torch_adapters import TorchModule
+
+    return TorchModule(train=train)
+
+
+def activations() -> Adapter:
+    """``fn(acts, logits, targets, q, *, head, params, sites, rng)`` (imports torch)."""
+    _torch()
+    from dropcheck.checks._torch_adapters import Activations
+
+    return Activations()
+
+
 def get_adapter(adapter: Adapter | str | None) -> Adapter:
-    """An :class:`Adapter` from an instance or a name: ``"numpy"`` (default) or ``"torch"``."""
+    """An :class:`Adapter` from an instance or a name.
+
+    ``"numpy"`` (default), ``"torch"`` (a ``Sequential``, or the user's module for a torch
+    model) or ``"activations"`` (site activations on torch's graph).
+    """
     if adapter is None or adapter == "numpy":
         return WeightLists()
     if adapter == "torch":
         return TorchSequential()
+    if adapter == "activations":
+        return activations()
     if isinstance(adapter, Adapter):
         return adapter
-    raise ValueError(f"adapter must be 'numpy', 'torch', weight_lists(...) or "
+    raise ValueError(f"adapter must be 'numpy', 'torch', 'activations', weight_lists(...) or "
                      f"torch_sequential(...); got {adapter!r}")
 
 

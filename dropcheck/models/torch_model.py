@@ -137,6 +137,8 @@ class _Runtime:
         self.seen: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.probe = False
         self.state_out: Any = None
+        #: site name -> batch-first tensor that replaces the site's output (``graph_forward``)
+        self.replace: dict[str, Any] = {}
 
 
 class TorchModel(Model):
@@ -434,7 +436,7 @@ class TorchModel(Model):
                 return h
             if rt.values is not None:
                 rt.values[sp.name] = hb
-            out = hb
+            out = rt.replace.get(sp.name, hb)
             eta = rt.eta.get(sp.name)
             if eta is not None:
                 out = out * (1.0 + self._expand(sp, eta, inp, hb))
@@ -705,6 +707,37 @@ class TorchModel(Model):
         tr.cache["values"] = {s: self._out(v, (B, n)) for s, v in vals.items()}
         tr.cache["state_out"] = _tmap(_to_numpy, state_out)
         return tr
+
+    def graph_forward(
+        self, x: Any, params: Mapping[str, Any] | None = None, *,
+        replace: Mapping[str, Any] | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
+        """The clean forward pass on torch's autograd graph: ``(logits, {site: activation})``.
+
+        ``params`` maps parameter names to torch tensors (e.g. leaves with
+        ``requires_grad=True``; default: the model's parameters as constants); ``replace``
+        maps site names to batch-first tensors that replace those sites' outputs.  Logits
+        ``(n, *X, c)`` and activations ``(n, *site_shape)`` are batch-first torch tensors of the
+        model's dtype that depend on ``params`` (and on the replaced values), so
+        ``torch.autograd.grad`` differentiates through them: what a user's training-loop
+        function (a regularizer of the site activations) receives from the checkers.
+        """
+        x2, _ = self.check_x(x)
+        theta = self._theta if params is None else dict(params)
+        rt = self._rt
+        rt.values, rt.state_out, rt.replace = {}, None, dict(replace or {})
+        try:
+            with self._patched():
+                out = self._call(theta, self._inp(x2, self._state), {}, {})
+            vals = rt.values
+        finally:
+            rt.values, rt.state_out, rt.replace = None, None, {}
+        return out, {s: vals[s] for s in self.site_names if s in vals}
+
+    def torch_params(self, requires_grad: bool = False) -> dict[str, Any]:
+        """The parameters as fresh torch tensors (leaves; ``requires_grad`` as asked)."""
+        return {k: t.detach().clone().requires_grad_(requires_grad) for k, t in
+                self._theta.items()}
 
     def final_state(self, tr: Trace) -> Any:
         """The state the module returned (``(output, state)``), numpy, in the module's layout.
