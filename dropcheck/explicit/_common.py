@@ -74,13 +74,15 @@ def setup(
     sites: Iterable[str] | str | None,
     *,
     per_step: bool = False,
+    trace: Trace | None = None,
 ) -> Problem:
     """Validate ``x``, ``y`` (None: no targets needed) and ``sites``; run the clean forward pass.
 
     The trace uses the model's context (:meth:`~dropcheck.models.Model.with_context`: an LSTM
     window's carried state and weight mask).  Estimators written with unit noise tangents need
     one noise entry per unit (a mask locked along the site axes); those written only with
-    ``noise_adjoint`` pass ``per_step=True`` and accept either :attr:`~Model.mask`.
+    ``noise_adjoint`` pass ``per_step=True`` and accept either :attr:`~Model.mask`.  ``trace``:
+    the clean trace of ``x`` by this model when the caller has it (saves the forward pass).
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a dropcheck Model (MLP, Linear, ...), got {type(model)!r}")
@@ -93,7 +95,12 @@ def setup(
     x2, single = model.check_x(x)
     names = model.check_sites(sites)
     y2 = None if y is None else model.check_y(y, x2.shape[0])
-    return Problem(model, x2, y2, names, single, model.trace(x2))
+    if trace is None:
+        trace = model.trace(x2)
+    elif tuple(trace.logits.shape[:2]) != (1, x2.shape[0]):
+        raise ValueError(f"trace must be a clean trace (B = 1) of the {x2.shape[0]} examples of "
+                         f"x, got logits of shape {tuple(trace.logits.shape)}")
+    return Problem(model, x2, y2, names, single, trace)
 
 
 def unit_directions(xp: Any, d: int, dtype: Any) -> Any:

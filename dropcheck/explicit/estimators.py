@@ -186,18 +186,20 @@ def r_approx_sampled_terms(
     q: Any = None,
     forms: Iterable[str] | None = None,
     chunk: int | None = None,
+    trace: Any = None,
 ) -> dict[str, dict[str, Any]]:
     """The draws of :func:`r_approx_sampled` per site and mask form: ``{form: {site: (S, n)}}``.
 
     ``S = samples`` label sequences ``ŷ ~ softmax(F(x))`` drawn from ``rng``, ``chunk`` per
     reverse sweep (all at once by default); one sweep serves every form in ``forms`` (default:
     the model's mask; module doc).  With ``q`` each site's draws are weighted by
-    ``strength(q_i)``.  What a corpus evaluation sums over sequences and sites.  Needs
+    ``strength(q_i)``.  What a corpus evaluation sums over sequences and sites; ``trace``: the
+    clean trace of ``x`` by ``model`` if the caller has one (saves a forward pass).  Needs
     cross-entropy.
     """
     samples = check_positive_int(samples, "samples")
     require_label_distribution(model, "r_approx_sampled_terms")
-    pb = setup(model, x, None, sites, per_step=True)
+    pb = setup(model, x, None, sites, per_step=True, trace=trace)
     fs = (model.mask,) if forms is None else tuple(_forms(model, f) for f in forms)
     return _sampled_terms(pb, samples, make_rng(None, rng), fs, _weights(pb.sites, q), chunk)
 

@@ -148,7 +148,7 @@ def evaluate_corpus(
             _acc(tot, "tokens", ntok)
             _acc(tot, "loss", to_numpy(xp.sum(m.loss.value(tr.logits, y))))
             terms = explicit.r_approx_sampled_terms(
-                m, x, samples, gen, q=qd, forms=(m.mask, other), chunk=chunk)
+                m, x, samples, gen, q=qd, forms=(m.mask, other), chunk=chunk, trace=tr)
             for f, key in ((m.mask, "r_approx"), (other, "r_approx_other")):
                 per_sample = xp.sum(sum(terms[f].values()), axis=1)  # (samples,) window totals
                 mean, v = _mean_var(to_numpy(per_sample))
