@@ -345,3 +345,32 @@ def test_mutant_makes_its_claims_fail(mutant):
         assert claims[cid].measure(ctx).passed is True, cid  # the correct library passes
         with mutant.patch():
             assert claims[cid].measure(ctx).passed is False, (mutant.name, cid)
+
+
+def test_beyond_numerics_run_on_every_backend(xp_case):
+    """glm, gaussian/fast dropout, ensembles, linear nets: same numbers in every namespace."""
+    _, _, conv = xp_case
+    rng = np.random.default_rng(5)
+    m = dc.Linear.random(4, 3, seed=1)
+    x, y = rng.standard_normal((3, 4)), np.array([0, 1, 2])
+    mx = m.with_params({k: conv(v) for k, v in m.params.items()})
+    w = rng.standard_normal(4)
+    unit, unitx = fast_dropout.sigmoid_unit(w, 0.2), fast_dropout.sigmoid_unit(conv(w), 0.2)
+    U, V = rng.standard_normal((3, 2)), rng.standard_normal((4, 2))
+    cases = [
+        (glm.unlabeled_regularizer(m, x, 0.3), glm.unlabeled_regularizer(mx, conv(x), 0.3)),
+        (glm.fisher_ridge(m, x, 0.3), glm.fisher_ridge(mx, conv(x), 0.3)),
+        (gaussian_dropout.explicit_regularizer(m, x, y, 0.3, nodes=6),
+         gaussian_dropout.explicit_regularizer(mx, conv(x), conv(y), 0.3, nodes=6)),
+        (gaussian_dropout.third_order_gap(m, x, 0.3),
+         gaussian_dropout.third_order_gap(mx, conv(x), 0.3)),
+        (fast_dropout.predictive_mean(unit, x, 0.3, method="gaussian"),
+         fast_dropout.predictive_mean(unitx, conv(x), 0.3, method="gaussian")),
+        (ensembles.sigmoid_ensemble(unit, x, 0.3).nwgm,
+         ensembles.sigmoid_ensemble(unitx, conv(x), 0.3).nwgm),
+        (linear_nets.min_regularizer(U @ V.T, 2, 0.3),
+         linear_nets.min_regularizer(conv(U @ V.T), 2, 0.3)),
+        (linear_nets.equalize(U, V)[0], linear_nets.equalize(conv(U), conv(V))[0]),
+    ]
+    for ref, got in cases:  # the same float64 operations: rounding only
+        np.testing.assert_allclose(to_numpy(got), np.asarray(ref), rtol=1e-12, atol=1e-15)
