@@ -66,6 +66,7 @@ import numpy as np
 from scipy import linalg, stats
 
 from dropcheck import exact, implicit
+from dropcheck import explicit as explicit_mod
 from dropcheck._validate import check_choice, check_positive_int
 from dropcheck.backend import to_numpy
 from dropcheck.checks._args import build_problems, grid_args
@@ -85,7 +86,7 @@ __all__ = [
     "assert_gradient_noise_matches",
 ]
 
-KINDS = ("xi_approx", "xi_drop")
+KINDS = ("xi_approx", "xi_drop", "dropout_k", "alg4", "alg2")
 NOISES = ("bernoulli", "rademacher", "gaussian")
 SAMPLES = ("noise", "gradient")
 #: small nets: ``xi_drop`` enumerates ``2^Σd`` masks for the covariance and the fourth moments
@@ -109,15 +110,21 @@ _VAR_EFFECT, _MEAN_EFFECT = 0.8, 0.5
 
 @dataclass(frozen=True)
 class _Reference:
-    """Exact per-example covariances ``(n, P, P)``, means ``(n, P)`` and fourth-moment source."""
+    """Exact per-example covariances ``(n, P, P)``, means ``(n, P)`` and fourth-moment parts.
+
+    ``parts`` are the independent noises the sample is a sum of, each ``(source, c4)``: its
+    fourth cumulant is ``c4`` times that of one ``ξ_approx`` (``"approx"``) or one ``ξ_drop``
+    (``"drop"``) per example.
+    """
 
     cov: np.ndarray
     mean: np.ndarray
     what: str
-    #: for xi_approx: per site ``(variance of η, fourth cumulant of η, a (d, n, P))``
+    #: for ξ_approx parts: per site ``(variance of η, fourth cumulant of η, a (d, n, P))``
     units: tuple[tuple[float, float, np.ndarray], ...] = ()
-    #: for xi_drop: the exact ``∇_W ℓ_drop`` per example ``(n, P)``, the centre of ξ_drop
+    #: for ξ_drop parts: the exact ``∇_W ℓ_drop`` per example ``(n, P)``, the centre of ξ_drop
     drop_mean: np.ndarray | None = None
+    parts: tuple[tuple[str, float], ...] = (("approx", 1.0),)
 
 
 def _eta_cumulants(q: float, noise: str) -> tuple[float, float]:
@@ -131,28 +138,81 @@ def _eta_cumulants(q: float, noise: str) -> tuple[float, float]:
     return var, m4[noise] - 3.0 * var**2
 
 
-def _reference(pb: Problem, q: float, kind: str, samples: str, noise: str) -> _Reference:
-    """The exact covariance and mean per example, and what the fourth cumulant needs."""
+@dataclass(frozen=True)
+class _Target:
+    """The declared noise: ``kind`` and its parameters (``k``, ``λ₁``, ``λ₂``, explicit term)."""
+
+    kind: str
+    k: int = 1
+    lam1: float | None = None
+    lam2: float = 1.0
+    explicit: str | None = "approx"
+
+    def weights(self) -> tuple[float, float]:
+        """Variance weights of ``(Cov ξ_drop, Cov ξ_approx)`` per example."""
+        k = self.k
+        return {"xi_approx": (0.0, 1.0), "xi_drop": (1.0, 0.0), "dropout_k": (1.0 / k, 0.0),
+                "alg4": (1.0 / k, 1.0 - 1.0 / k), "alg2": (0.0, self.lam2**2)}[self.kind]
+
+    def describe(self) -> str:
+        """The target as the report's title names it."""
+        if self.kind in ("dropout_k", "alg4"):
+            return f"{self.kind}(k={self.k})"
+        if self.kind == "alg2":
+            return (f"alg2(lam1={self.lam1 if self.lam1 is not None else 'q/(2(1−q))'}, "
+                    f"lam2={self.lam2:g}, explicit={self.explicit!r})")
+        return self.kind
+
+
+def _approx_units(pb: Problem, q: float, noise: str) -> tuple[tuple[float, float, Any], ...]:
+    """Per site: η's variance and fourth cumulant, and ``a`` ``(d, n, P)``: ξ_approx = Σ a η."""
     net, x, y = pb.net, pb.x, pb.y
-    if kind == "xi_approx":
-        cov = np.asarray(implicit.xi_approx_cov(net, x, y, q))
-        units = []
-        for s in net.site_names:
-            d = net.widths[s]
-            eye = np.broadcast_to(np.eye(d)[:, None, :], (d, pb.n, d))
-            a = np.asarray(implicit.xi_approx_at(net, x, y, {s: eye}))  # (d, n, P)
-            units.append((*_eta_cumulants(q, noise), a))
-        if samples == "noise":
-            mean, what = np.zeros((pb.n, net.n_params)), "mean zero"
-        else:
-            grads = exact.loss_gradients(net, net.trace(x), y)[0]
-            mean, what = np.asarray(grads), "mean = clean gradient"
-        return _Reference(cov, mean, what, tuple(units))
-    cov = np.asarray(exact.gradient_noise_cov(net, x, y, q))
-    eg = np.asarray(exact.expected_gradient(net, x, y, q))
+    units = []
+    for s in net.site_names:
+        d = net.widths[s]
+        eye = np.broadcast_to(np.eye(d)[:, None, :], (d, pb.n, d))
+        a = np.asarray(implicit.xi_approx_at(net, x, y, {s: eye}))  # (d, n, P)
+        units.append((*_eta_cumulants(q, noise), a))
+    return tuple(units)
+
+
+def _reference(pb: Problem, q: float, kind: str | _Target, samples: str,
+               noise: str) -> _Reference:
+    """The exact covariance and mean per example, and what the fourth cumulant needs.
+
+    Covariance ``w_d Cov(ξ_drop) + w_a Cov(ξ_approx)`` with the target's weights
+    (:meth:`_Target.weights`); the fourth cumulant per part: a mean of ``k`` independent
+    ξ_drop has ``κ/k³``, ``c·ξ_approx`` has ``c⁴ κ``.  Mean for gradient samples:
+    ``∇ℓ_drop`` (DROPOUT_k, Alg. 4), the clean gradient (ξ_approx) plus ``λ₁ ∇R_approx``
+    (Alg. 2 with its explicit term).
+    """
+    target = kind if isinstance(kind, _Target) else _Target(kind)
+    net, x, y = pb.net, pb.x, pb.y
+    wd, wa = target.weights()
+    cov = np.zeros((pb.n, net.n_params, net.n_params))
+    units: tuple = ()
+    parts: list[tuple[str, float]] = []
+    eg = None
+    if wa:
+        cov = cov + wa * np.asarray(implicit.xi_approx_cov(net, x, y, q))
+        units = _approx_units(pb, q, noise)
+        parts.append(("approx", wa**2))
+    if wd:
+        cov = cov + wd * np.asarray(exact.gradient_noise_cov(net, x, y, q))
+        eg = np.asarray(exact.expected_gradient(net, x, y, q))
+        parts.append(("drop", wd**2 / target.k if target.kind != "xi_drop" else 1.0))
     if samples == "noise":
-        return _Reference(cov, np.zeros_like(eg), "mean zero", drop_mean=eg)
-    return _Reference(cov, eg, "mean = ∇ℓ_drop", drop_mean=eg)
+        return _Reference(cov, np.zeros((pb.n, net.n_params)), "mean zero", units, eg,
+                          tuple(parts))
+    if eg is not None:
+        return _Reference(cov, eg, "mean = ∇ℓ_drop", units, eg, tuple(parts))
+    grads = np.asarray(exact.loss_gradients(net, net.trace(x), y)[0])
+    what = "mean = clean gradient"
+    if target.kind == "alg2" and target.explicit is not None:
+        lam1 = explicit_mod.strength(q) if target.lam1 is None else target.lam1
+        grads = grads + lam1 * np.asarray(explicit_mod.r_approx_grad(net, x, y, reduce=False))
+        what = "mean = clean gradient + λ₁∇R_approx"
+    return _Reference(cov, grads, what, units, eg, tuple(parts))
 
 
 def _pairings(cov: np.ndarray) -> np.ndarray:
@@ -163,32 +223,36 @@ def _pairings(cov: np.ndarray) -> np.ndarray:
     return t.reshape(k * k, k * k)
 
 
-def _cumulant4(pb: Problem, q: float, kind: str, ref: _Reference,
-               blocks: np.ndarray) -> np.ndarray:
+def _cumulant4(pb: Problem, q: float, ref: _Reference, blocks: np.ndarray) -> np.ndarray:
     """Fourth cumulant ``κ`` of the projected noise ``z = Σ_i B_i ξ_i`` as ``(k², k²)``.
 
     ``blocks`` ``(n, k, P)`` projects example ``i``'s noise.  Cumulants of independent terms
-    add: for ``xi_approx`` the terms are the single noise entries, ``b η`` with
-    ``b = B_i a_{ik}``, each contributing ``κ₄(η) vec(bbᵀ) vec(bbᵀ)ᵀ``; for ``xi_drop`` the
-    examples, whose fourth moments are enumerated over every mask (minus the pairings).
+    add: for ``ξ_approx`` the terms are the single noise entries, ``b η`` with
+    ``b = B_i a_{ik}``, each contributing ``κ₄(η) vec(bbᵀ) vec(bbᵀ)ᵀ``; for ``ξ_drop`` the
+    examples, whose fourth moments are enumerated over every mask (minus the pairings).  Each
+    part is weighted by its ``c4`` (:class:`_Reference`).
     """
     k = blocks.shape[1]
-    if kind == "xi_approx":
-        out = np.zeros((k * k, k * k))
-        for _, kappa, a in ref.units:
-            b = np.einsum("nkp,dnp->dnk", blocks, a).reshape(-1, k)
-            yv = (b[:, :, None] * b[:, None, :]).reshape(-1, k * k)
-            out += kappa * yv.T @ yv
-        return out
-    net, x, y, mu = pb.net, pb.x, pb.y, ref.drop_mean
+    out = np.zeros((k * k, k * k))
+    for source, c4 in ref.parts:
+        if source == "approx":
+            for _, kappa, a in ref.units:
+                b = np.einsum("nkp,dnp->dnk", blocks, a).reshape(-1, k)
+                yv = (b[:, :, None] * b[:, None, :]).reshape(-1, k * k)
+                out += c4 * kappa * yv.T @ yv
+            continue
+        net, x, y, mu = pb.net, pb.x, pb.y, ref.drop_mean
 
-    def moments(tr: Any, p: Any) -> tuple[Any, Any]:
-        z = np.einsum("bnp,nkp->bnk", exact.loss_gradients(net, tr, y) - mu, blocks)
-        yv = (z[..., :, None] * z[..., None, :]).reshape(*z.shape[:2], k * k)
-        return (np.einsum("b,bni,bnj->nij", p, yv, yv), np.einsum("b,bni->ni", p, yv))
+        def moments(tr: Any, p: Any, mu: Any = mu, net: Any = net, y: Any = y
+                    ) -> tuple[Any, Any]:
+            z = np.einsum("bnp,nkp->bnk", exact.loss_gradients(net, tr, y) - mu, blocks)
+            yv = (z[..., :, None] * z[..., None, :]).reshape(*z.shape[:2], k * k)
+            return (np.einsum("b,bni,bnj->nij", p, yv, yv), np.einsum("b,bni->ni", p, yv))
 
-    m4, m2 = exact.expectation(net, x, q, moments, chunk_size=512, what="check_gradient_noise")
-    return sum(m4[i] - _pairings(m2[i].reshape(k, k)) for i in range(pb.n))
+        m4, m2 = exact.expectation(net, x, q, moments, chunk_size=512,
+                                   what="check_gradient_noise")
+        out += c4 * sum(m4[i] - _pairings(m2[i].reshape(k, k)) for i in range(pb.n))
+    return out
 
 
 # ----- what the user's function returned ---------------------------------------------------
@@ -201,6 +265,13 @@ def _flat(out: Any, pb: Problem) -> tuple[np.ndarray, str]:
     """
     shapes = [tuple(p.shape) for p in pb.net.params.values()]
     n, P = pb.n, pb.net.n_params
+    if hasattr(out, "gradient"):  # a torch convention: a scalar on the graph is a surrogate
+        value = out.value
+        numel = getattr(value, "numel", lambda: 0)()
+        if out.on_graph and numel == 1:
+            out = out.gradient("fn's scalar (its gradient is the sample)")
+        else:
+            out = value
 
     def arr(a: Any, what: str) -> np.ndarray:
         if isinstance(a, bool) or a is None or not (
@@ -250,7 +321,7 @@ def _flat(out: Any, pb: Problem) -> tuple[np.ndarray, str]:
 class _Setup:
     """The validated arguments shared by every row."""
 
-    kind: str
+    kind: _Target
     noise: str
     samples: str
     adapter: Adapter
@@ -332,7 +403,7 @@ def _frame(pb: Problem, q: float, ref: _Reference, fmt: str, setup: _Setup) -> _
     w = linalg.solve_triangular(chol, v.T, lower=True)
     blocks = w[None] / n if fmt == "mean" else w.reshape(k, n, P).transpose(1, 0, 2)
     blocks = np.broadcast_to(blocks, (n, k, P))
-    kappa = _cumulant4(pb, q, setup.kind, ref, blocks)
+    kappa = _cumulant4(pb, q, ref, blocks)
     eye = np.eye(k * k)
     comm = eye.reshape(k, k, k, k).transpose(0, 1, 3, 2).reshape(k * k, k * k)
     vech = np.array([a * k + b for a in range(k) for b in range(a, k)])
@@ -412,10 +483,23 @@ def _power(fr: _Frame, draws: int, level: float) -> tuple[float, float]:
 
 # ----- diagnosis ------------------------------------------------------------------------------
 
-def _ratio_phrase(r: float, sd: float, q: float, shape_ok: bool) -> tuple[str, str]:
-    """Key and phrase for a covariance that is ``r`` times the reference (``sd``: its s.e.)."""
+def _ratio_phrase(r: float, sd: float, q: float, shape_ok: bool,
+                  kind: str = "xi_approx") -> tuple[str, str]:
+    """Key and phrase for a covariance that is ``r`` times the reference (``sd``: its s.e.).
+
+    For ``xi_drop`` a ratio ``1/k`` is named first: the gradient averages ``k`` masks
+    (DROPOUT_k, Algorithm 1) while standard dropout was declared.
+    """
     if r < 1e-6:
         return "none", "no noise: every sample equals the mean (dropout inactive, eval mode?)"
+    if kind == "xi_drop" and shape_ok:
+        ks = [(abs(math.log(r * k)), k) for k in range(2, 33)
+              if abs(r - 1 / k) <= 5 * sd / k + 0.01 / k]
+        if ks:
+            k = min(ks)[1]
+            return f"dropout_k{k}", (f"variance 1/{k} of ξ_drop's: DROPOUT_k with k = {k} "
+                                     f"(the gradient averages {k} masks; declare "
+                                     f"kind='dropout_k', k={k})")
     named = [
         (1.0 - q, "q-var", "noise variance scaled by q instead of q/(1−q)"),
         ((1.0 - q) / q, "rademacher", "Rademacher not scaled by sqrt(q/(1−q))"),
@@ -436,7 +520,8 @@ def _ratio_phrase(r: float, sd: float, q: float, shape_ok: bool) -> tuple[str, s
                      f"(variance ratio {r:.3g})")
 
 
-def diagnose_noise(rows: Sequence[CheckRow], samples: str) -> str | None:
+def diagnose_noise(rows: Sequence[CheckRow], samples: str,
+                   kind: str = "xi_approx") -> str | None:
     """One line naming the patterns that fit the failed rows (None if none failed).
 
     The variance and covariance tests use the second moment about the exact mean, so a mean
@@ -460,7 +545,8 @@ def diagnose_noise(rows: Sequence[CheckRow], samples: str) -> str | None:
         elif kind in ("var", "cov") and (r.info["net"], r.q) not in scale:
             ratio, sd, shape_ok = r.info["ratio"], r.info["ratio_sd"], r.info["shape_ok"]
             if not (shape_ok and abs(ratio - 1.0) <= 5 * sd + 0.01):
-                scale[(r.info["net"], r.q)] = (*_ratio_phrase(ratio, sd, r.q, shape_ok), ratio)
+                scale[(r.info["net"], r.q)] = (*_ratio_phrase(ratio, sd, r.q, shape_ok, kind),
+                                               ratio)
     keys = {key for key, _, _ in scale.values()}
     if len(keys) == 1:
         key, phrase, _ = next(iter(scale.values()))
@@ -512,6 +598,10 @@ def check_gradient_noise(
     *,
     kind: str = "xi_approx",
     q: float | Sequence[float] = 0.3,
+    k: int = 1,
+    lam1: float | None = None,
+    lam2: float = 1.0,
+    explicit: str | None = "approx",
     noise: str = "bernoulli",
     samples: str = "noise",
     draws: int = 400,
@@ -523,6 +613,8 @@ def check_gradient_noise(
     examples: int = 4,
     scale: float = 1.0,
     nets: Sequence[MLP] | None = None,
+    model: Any = None,
+    data: Any = None,
     adapter: Adapter | str = "numpy",
     alpha: float = 1e-6,
     seed: int = 0,
@@ -538,7 +630,14 @@ def check_gradient_noise(
             sample or leaving it in ``model.parameters()``' gradients).  A sample is the
             mini-batch noise ``(P,)`` (or per example ``(n, P)``), flat in the order
             ``W1, b1, W2, …`` or a list of per-parameter arrays.
-        kind: ``"xi_approx"`` (4.5/4.6) or ``"xi_drop"`` (3.3).
+        kind: ``"xi_approx"`` (4.5/4.6), ``"xi_drop"`` (3.3), ``"dropout_k"`` (Algorithm 1:
+            ``k`` masks averaged, covariance ``Cov(ξ_drop)/k``), ``"alg4"`` (Algorithm 4:
+            DROPOUT_k ``+ sqrt(1−1/k) ξ_approx``) or ``"alg2"`` (Algorithm 2: the clean
+            gradient ``+ λ₁∇R + λ₂ ξ_approx``).
+        k: the ``k`` of ``dropout_k`` and ``alg4``.
+        lam1: Algorithm 2's ``λ₁`` (default ``q/(2(1−q))``).
+        lam2: Algorithm 2's ``λ₂`` (default 1).
+        explicit: Algorithm 2's explicit term: ``"approx"`` (``R_approx``) or None.
         q: drop probability of every site, or a sequence of them (rows per network and q).
             Avoid 0.5: there the variance ratio of an unscaled Rademacher sign is 1.
         noise: for ``xi_approx``, the distribution of η the implementation uses
@@ -555,7 +654,12 @@ def check_gradient_noise(
         examples: batch size ``n`` of every network.
         scale: multiplies the LeCun-initialized weights.
         nets: the caller's own networks (small float64 numpy MLPs) instead of random ones.
-        adapter: ``"numpy"``, ``"torch"`` or an adapter object.
+        model: any dropcheck model (``dc.from_torch(...)``), or a list, instead of the random
+            MLPs; needs ``data``.
+        data: ``(x, y)`` for ``model`` (or a list of pairs).
+        adapter: ``"numpy"``, ``"torch"``, ``"activations"`` (``fn(acts, logits, targets, q,
+            *, head, params, sites, rng)`` returning the sample, or a scalar on torch's graph
+            whose parameter gradient is the sample) or an adapter object.
         alpha: bound on the probability that a correct implementation fails (Holm over the test
             rows, with the re-test).
         seed: seeds the networks, batches, directions and the ``rng`` handed to ``fn``.
@@ -573,12 +677,26 @@ def check_gradient_noise(
     kind = check_choice(kind, KINDS, "kind")
     noise = check_choice(noise, NOISES, "noise")
     samples = check_choice(samples, SAMPLES, "samples")
-    if kind == "xi_drop" and noise != "bernoulli":
-        raise ValueError("noise= describes ξ_approx's η; ξ_drop always uses dropout masks")
+    if kind in ("xi_drop", "dropout_k") and noise != "bernoulli":
+        what = "ξ_drop" if kind == "xi_drop" else "DROPOUT_k"
+        raise ValueError(f"noise= describes ξ_approx's η; {what} always uses dropout masks")
+    k = check_positive_int(k, "k")
+    if k != 1 and kind not in ("dropout_k", "alg4"):
+        raise ValueError(f"k applies to kind='dropout_k' or 'alg4', got kind={kind!r}")
+    if kind != "alg2" and (lam1 is not None or lam2 != 1.0):
+        raise ValueError(f"lam1 and lam2 apply to kind='alg2', got kind={kind!r}")
+    if explicit not in ("approx", None):
+        raise ValueError(f"explicit must be 'approx' or None, got {explicit!r}")
+    for v, name in ((lam1, "lam1"), (lam2, "lam2")):
+        if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+    target = _Target(kind, k, lam1, float(lam2), explicit)
     draws = check_positive_int(draws, "draws", minimum=20)
     directions = check_positive_int(directions, "directions")
-    problems = build_problems(nets, sizes, activations, sites, n_nets, examples, scale, seed)
-    setup = _Setup(kind, noise, samples, get_adapter(adapter), draws, directions, seed)
+    the_adapter = get_adapter(adapter)
+    problems = build_problems(nets, sizes, activations, sites, n_nets, examples, scale, seed,
+                              model=model, data=data, adapter=the_adapter)
+    setup = _Setup(target, noise, samples, the_adapter, draws, directions, seed)
 
     frames: dict = {}
     used: list[tuple[Problem, _Frame]] = []  # the stage-1 frames, for the power lines
@@ -589,7 +707,7 @@ def check_gradient_noise(
             used.append((pb, fr))
         return got
 
-    rows = run_grid(problems, grid, lambda pb, v: _reference(pb, v, kind, samples, noise),
+    rows = run_grid(problems, grid, lambda pb, v: _reference(pb, v, target, samples, noise),
                     rows_for, alpha, retest_failures)
 
     n_tests = sum(r.is_test for r in rows)
@@ -601,16 +719,21 @@ def check_gradient_noise(
                      f"{fr.basis.shape[1]}-dim range of Cov; power {p_cov:.6f} against a "
                      f"variance off by 20 %, {p_mean:.6f} against a mean of 0.5 s.d. (level "
                      f"{level:.2g})")
-    what = {"xi_approx": "Cov = dropcheck.implicit.xi_approx_cov (exact)",
-            "xi_drop": "Cov = dropcheck.exact.gradient_noise_cov (all masks)"}[kind]
+    wd, wa = target.weights()
+    what = "Cov = " + " + ".join(
+        [f"{wd:.4g}·dropcheck.exact.gradient_noise_cov (all masks)"] * bool(wd)
+        + [f"{wa:.4g}·dropcheck.implicit.xi_approx_cov (exact)"] * bool(wa))
     notes = [f"{what}; the fourth cumulant for the covariance test "
-             + (f"of {noise} η" if kind == "xi_approx" else "enumerated over every mask"),
+             + " and ".join([f"of {noise} η"] * bool(wa) + ["enumerated over every mask"]
+                            * bool(wd)),
              f"a correct implementation fails with probability <= alpha = {alpha:g} up to the "
              f"χ² approximation of the tests (Holm over {n_tests} tests"
              + (", re-tested on fresh draws)" if retest_failures else ")")]
-    defaults = {"noise": "bernoulli", "samples": "noise", "draws": 400}
-    extra = {k: v for k, v in (("noise", noise), ("samples", samples), ("draws", draws))
-             if v != defaults[k]}
+    defaults = {"noise": "bernoulli", "samples": "noise", "draws": 400, "k": 1, "lam1": None,
+                "lam2": 1.0, "explicit": "approx"}
+    extra = {a: v for a, v in (("k", k), ("lam1", lam1), ("lam2", lam2),
+                               ("explicit", explicit), ("noise", noise), ("samples", samples),
+                               ("draws", draws)) if v != defaults[a]}
     title, reproduce = call_text("check_gradient_noise", fn, ("kind", kind), grid, seed=seed,
                                  n_nets=len(problems), adapter=setup.adapter, extra=extra,
                                  own_random_state=True)
@@ -619,7 +742,7 @@ def check_gradient_noise(
         rows=tuple(rows),
         alpha=alpha,
         seed=seed,
-        diagnosis=diagnose_noise(rows, samples),
+        diagnosis=diagnose_noise(rows, samples, kind),
         sample_sizes=tuple(lines),
         notes=tuple(notes),
         reproduce=reproduce,
