@@ -45,6 +45,7 @@ def derivation() -> Derivation:
         source="Wang & Manning 2013 (ICML), Sec. 2–3 (the moments the Gaussian keeps)",
         claims=("F1",),
         steps=steps,
+        variables=(q, w, x, b),
         lhs=sp.Matrix([mean, var, k3]),
         rhs=sp.Matrix([mu, q / (1 - q) * sum(w[j] ** 2 * x[j] ** 2 for j in range(D)),
                        q * (2 * q - 1) / (1 - q) ** 2 * sum(w[j] ** 3 * x[j] ** 3

@@ -57,6 +57,7 @@ def derivation() -> Derivation:
         source="Srivastava et al. 2014 (JMLR) Sec. 10; Kingma, Salimans & Welling 2015 Sec. 3",
         claims=("G1",),
         steps=steps,
+        variables=(q, y, w, x),
         lhs=sp.Matrix([gm[1], gm[2], expected]),
         rhs=sp.Matrix([em[1], em[2], ridge]),
     )

@@ -70,6 +70,7 @@ def derivation() -> Derivation:
                "& Srebro 2021 (ICML), Sec. 2",
         claims=("M1", "K1"),
         steps=steps,
+        variables=(q, U, V),
         lhs=lhs,
         rhs=rhs,
     )

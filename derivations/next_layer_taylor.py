@@ -58,4 +58,5 @@ def derivation() -> Derivation:
         steps=steps,
         lhs=lhs,
         rhs=rhs,
+        variables=(W, h, b, sp.Matrix(coef)),
     )

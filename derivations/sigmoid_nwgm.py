@@ -55,6 +55,7 @@ def derivation() -> Derivation:
         source="Baldi & Sadowski 2013 (NeurIPS), Sec. 3, eqs. 11–12",
         claims=("B1",),
         steps=steps,
+        variables=(w, x, b),
         lhs=nwgm,
         rhs=_sigmoid((w.T * x)[0] + b),
     )

@@ -63,5 +63,8 @@ def derivation() -> Derivation:
         steps=steps,
         lhs=sp.Matrix([label_slope, second, a2]),
         rhs=sp.Matrix([0, ridge, p * (1 - p)]),
+        variables=(q, beta, x, s),
+        closed_form=sp.Matrix([0, ridge.subs(sp.Derivative(A(s), s, 2), p * (1 - p)),
+                               p * (1 - p)]),
         simplifier=lambda e: sp.simplify(sp.expand(e.doit() if hasattr(e, "doit") else e)),
     )
