@@ -152,7 +152,7 @@ def measure_b1(ctx: Context) -> Measurement:
 
 MUTANTS = [
     Mutant(
-        name="nwgm-unnormalized",
+        name="nwgm_unnormalized",
         description="NWGM without its normalization: G instead of G/(G + G′)",
         claims=("B1",),
         patch=lambda: swap(ensembles, "nwgm", lambda g, gc: g),

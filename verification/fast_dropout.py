@@ -158,7 +158,7 @@ _REAL_MOMENTS = fast_dropout.unit_moments
 
 MUTANTS = [
     Mutant(
-        name="fast-dropout-variance-q",
+        name="fast_dropout_variance_q",
         description="fast-dropout variance q Σ w²x² instead of q/(1−q) Σ w²x²",
         claims=("F1",),
         patch=lambda: swap(fast_dropout, "unit_moments", _moments_without_scaling),

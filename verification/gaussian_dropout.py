@@ -188,13 +188,13 @@ def measure_g2(ctx: Context) -> Measurement:
 
 MUTANTS = [
     Mutant(
-        name="gaussian-variance-q",
+        name="gaussian_variance_q",
         description="Gaussian dropout variance q instead of q/(1−q)",
         claims=("G1",),
         patch=lambda: swap(gaussian_dropout, "variance", lambda q: q),
     ),
     Mutant(
-        name="bernoulli-third-moment-sign",
+        name="bernoulli_third_moment_sign",
         description="third moment of η with the wrong sign, q(1−2q)/(1−q)²",
         claims=("G2",),
         patch=lambda: swap(gaussian_dropout, "bernoulli_third_moment",

@@ -189,7 +189,7 @@ _REAL_HESSIAN = glm.natural_hessian
 
 MUTANTS = [
     Mutant(
-        name="wager-no-fisher-weights",
+        name="wager_no_fisher_weights",
         description="Wager's quadratic regularizer without the Fisher weights ∇²A(z) (plain ridge)",
         claims=("W1", "W2"),
         patch=lambda: swap(glm, "natural_hessian", _identity_fisher),

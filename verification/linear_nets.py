@@ -198,13 +198,13 @@ _REAL_LAST = linear_nets.last_layer_regularizer
 
 MUTANTS = [
     Mutant(
-        name="mianjy-factor-r",
+        name="mianjy_factor_r",
         description="minimum over factorizations with factor r instead of 1/r",
         claims=("M1",),
         patch=lambda: swap(linear_nets, "min_regularizer", _min_with_r),
     ),
     Mutant(
-        name="last-layer-strength-q",
+        name="last_layer_strength_q",
         description="last-layer explicit regularizer with q instead of q/(1−q)",
         claims=("K1",),
         patch=lambda: swap(linear_nets, "last_layer_regularizer", _last_layer_q),

@@ -159,7 +159,7 @@ _REAL_TAIL = taylor_next.tail_network
 
 MUTANTS = [
     Mutant(
-        name="next-layer-linear-tail",
+        name="next_layer_linear_tail",
         description="next-layer Hessian of a linearized tail (the activation after z ignored)",
         claims=("A2",),
         patch=lambda: swap(taylor_next, "tail_network", _tail_without_activation),
