@@ -85,7 +85,7 @@ def test_a_mutant_changes_what_the_library_computes():
 
 
 def test_quick_mutation_matrix(tmp_path, capsys):
-    """The issue's "done when": every mutant caught, every passing non-empirical claim catches."""
+    """The issue's "done when": every mutant caught, every non-empirical claim catches one."""
     path = tmp_path / "r.json"
     status = run(None, quick=True, mutants=True, json_path=path, progress=False)
     out = capsys.readouterr().out

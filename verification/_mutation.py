@@ -61,9 +61,11 @@ def mutation_matrix(rows: list[Row], ctx: Context, *, progress: bool = True) -> 
             errors += [f"{mutant.name}:{r.claim.id}" for r in got if r.verdict == "ERROR"]
             bar.done(Row(claims[0], Measurement(mutant.name, None), mutant.name,
                          sum(r.seconds for r in got)))
-    # a claim that deviates on the correct library cannot show a catch by its verdict alone
-    judged = [r.claim.id for r in rows if r.claim.kind != "empirical" and r.verdict == "PASS"]
-    deviating = [r.claim.id for r in rows if r.claim.kind != "empirical" and r.verdict != "PASS"]
+    # a claim that deviates on the correct library catches a mutant only by FAIL (its exact part)
+    judged = [r.claim.id for r in rows
+              if r.claim.kind != "empirical" and r.verdict in ("PASS", "DEVIATES")]
+    deviating = [r.claim.id for r in rows
+                 if r.claim.kind != "empirical" and r.verdict not in ("PASS", "DEVIATES")]
     catching = {c for cs in caught_by.values() for c in cs}
     return {
         "matrix": matrix,

@@ -135,7 +135,7 @@ def print_matrix(mm: dict[str, Any], out: TextIO) -> None:
         cell = ", ".join(f"{cid} {v}" for cid, v in cells.items())
         print(f"  {name:32s} {mark:7s} {cell}", file=out)
     print(f"{s['mutants']} mutants, {s['mutants'] - len(s['uncaught_mutants'])} caught; "
-          f"{len(s['claims_judged'])} non-empirical claims passing, "
+          f"{len(s['claims_judged'])} non-empirical claims (PASS or DEVIATES), "
           f"{len(s['claims_judged']) - len(s['claims_catching_nothing'])} catch at least one "
           "mutant", file=out)
     if s["uncaught_mutants"]:
@@ -144,7 +144,7 @@ def print_matrix(mm: dict[str, Any], out: TextIO) -> None:
         print("  claims that catch no mutant: " + ", ".join(s["claims_catching_nothing"]),
               file=out)
     if s["claims_not_passing_on_the_correct_library"]:
-        print("  not judged (their verdict on the correct library is not PASS): "
+        print("  not judged (FAIL or ERROR on the correct library): "
               + ", ".join(s["claims_not_passing_on_the_correct_library"]), file=out)
     if s["errors"]:
         print("  measurements that raised under a mutant: " + ", ".join(s["errors"]), file=out)
@@ -167,11 +167,12 @@ def matrix_markdown(mm: dict[str, Any], *, mode: str) -> str:
         row.append("yes" if s["caught_by"].get(name) else "**no**")
         rows.append("| " + " | ".join(row) + " |")
     foot = (f"\n{s['mutants']} mutants, {s['mutants'] - len(s['uncaught_mutants'])} caught; "
-            f"{len(s['claims_judged'])} non-empirical claims pass on the correct library, "
+            f"{len(s['claims_judged'])} non-empirical claims pass or deviate on the correct "
+            "library, "
             f"{len(s['claims_judged']) - len(s['claims_catching_nothing'])} of them catch at "
             f"least one mutant ({mode} mode).")
     if s["claims_not_passing_on_the_correct_library"]:
-        foot += (" Not judged by the matrix (not PASS on the correct library): "
+        foot += (" Not judged by the matrix (FAIL or ERROR on the correct library): "
                  + ", ".join(s["claims_not_passing_on_the_correct_library"]) + ".")
     if s["uncaught_mutants"]:
         foot += " Not caught: " + ", ".join(s["uncaught_mutants"]) + "."

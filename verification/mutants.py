@@ -274,6 +274,16 @@ def _taylor_is_gn(orig: Any) -> Any:
     return taylor
 
 
+def _split_no_remainder(orig: Any) -> Any:
+    """``hessian_split`` with the model-Hessian remainder zeroed (Gauss–Newton only)."""
+
+    def hessian_split(*args: Any, **kwargs: Any) -> Any:
+        sp = orig(*args, **kwargs)
+        return type(sp)(sp.gauss_newton, {k: 0.0 * v for k, v in sp.remainder.items()})
+
+    return hessian_split
+
+
 def _drop_last_site(orig: Any, has_q: bool, index: int = -1) -> Any:
     """``taylor``/``r_approx`` that leave one of several sites (the last) out of the sum."""
 
@@ -536,6 +546,9 @@ MUTANTS: list[Mutant] = [
            _replace("dropcheck.explicit.noise_hessian", _gn_noise_hessian)),
     Mutant("taylor_is_gauss_newton", "taylor() returns the Gauss–Newton part (strength·R_approx)",
            ("E1", "E4"), _replace("dropcheck.explicit.taylor", _taylor_is_gn)),
+    Mutant("model_hessian_term_zeroed",
+           "hessian_split() with the model-Hessian remainder zeroed (R_taylor = Gauss–Newton)",
+           ("E3", "E1"), _replace("dropcheck.explicit.hessian_split", _split_no_remainder)),
     Mutant("taylor_site_missing", "taylor() leaves the last of several sites out of the sum",
            ("E4", "E1"), _replace("dropcheck.explicit.taylor",
                                   lambda o: _drop_last_site(o, True))),
