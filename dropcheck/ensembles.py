@@ -43,8 +43,9 @@ __all__ = ["SigmoidEnsemble", "sigmoid_ensemble", "nwgm", "second_order_gap"]
 class SigmoidEnsemble:
     """Ensemble statistics of a sigmoid output per example ``(n,)``.
 
-    ``mean`` = E, ``var`` = Var O, ``geo`` = G, ``geo_complement`` = G', ``min``/``max`` of
-    ``O`` over the masks (to decide where the Ky Fan bounds apply), ``nwgm`` = G/(G + G').
+    ``mean`` = E, ``var`` = Var O, ``geo`` = G, ``geo_complement`` = G', ``nwgm`` = G/(G + G');
+    ``below_half`` = ``P(O ≤ ½)`` and ``above_half`` = ``P(O ≥ ½)`` over the masks (1 up to
+    rounding when every sub-network output is on that side: where the Ky Fan bounds apply).
     """
 
     mean: Any
@@ -52,8 +53,8 @@ class SigmoidEnsemble:
     geo: Any
     geo_complement: Any
     nwgm: Any
-    min: Any
-    max: Any
+    below_half: Any
+    above_half: Any
 
 
 def nwgm(geo: Any, geo_complement: Any) -> Any:
@@ -76,27 +77,16 @@ def sigmoid_ensemble(model: Model, x: Any, q: Any,
         lp = log_softmax(tr.logits, xp)  # (B, n, 2)
         o = xp.exp(lp[..., 1])
         w = prob[:, None]
+        low = xp.astype(lp[..., 1] <= lp[..., 0], o.dtype)  # O ≤ ½
+        high = xp.astype(lp[..., 1] >= lp[..., 0], o.dtype)
         return (xp.sum(w * o, axis=0), xp.sum(w * o * o, axis=0), xp.sum(w * lp[..., 1], axis=0),
-                xp.sum(w * lp[..., 0], axis=0))
+                xp.sum(w * lp[..., 0], axis=0), xp.sum(w * low, axis=0),
+                xp.sum(w * high, axis=0))
 
-    e, e2, lg, lgc = exact.expectation(model, x, q, fn, sites=sites, what="sigmoid ensemble")
-
-    def extreme(tr: Trace, prob: Any) -> tuple[Any, ...]:
-        o = xp.exp(log_softmax(tr.logits, xp)[..., 1])
-        return (-xp.max(-o, axis=0), xp.max(o, axis=0))
-
-    lo, hi = _extremes(model, x, q, sites, extreme)
+    e, e2, lg, lgc, below, above = exact.expectation(model, x, q, fn, sites=sites,
+                                                     what="sigmoid ensemble")
     g, gc = xp.exp(lg), xp.exp(lgc)
-    return SigmoidEnsemble(e, e2 - e * e, g, gc, nwgm(g, gc), lo, hi)
-
-
-def _extremes(model: Model, x: Any, q: Any, sites: Any, fn: Any) -> tuple[Any, Any]:
-    """Min and max of ``O`` over the masks: the engine sums per chunk, so take them per mask."""
-    # exact.expectation adds chunk results; min/max are not sums, so run one chunk of all masks
-    count = exact.mask_count_for(model, q, sites)
-    lo, hi = exact.expectation(model, x, q, fn, sites=sites, chunk_size=count,
-                               what="sigmoid ensemble range")
-    return lo, hi
+    return SigmoidEnsemble(e, e2 - e * e, g, gc, nwgm(g, gc), below, above)
 
 
 def second_order_gap(mean: Any, var: Any) -> Any:

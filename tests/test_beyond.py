@@ -235,8 +235,8 @@ def test_sigmoid_ensemble_against_brute_force(rng):
     np.testing.assert_allclose(ens.mean, p @ outs, rtol=1e-13)
     np.testing.assert_allclose(ens.geo, np.exp(p @ np.log(outs)), rtol=1e-13)
     np.testing.assert_allclose(ens.geo_complement, np.exp(p @ np.log(1 - outs)), rtol=1e-13)
-    np.testing.assert_allclose(ens.min, outs.min(0))
-    np.testing.assert_allclose(ens.max, outs.max(0))
+    np.testing.assert_allclose(ens.below_half, p @ (outs <= 0.5), rtol=1e-13)
+    np.testing.assert_allclose(ens.above_half, p @ (outs >= 0.5), rtol=1e-13)
     np.testing.assert_allclose(ens.nwgm, 1 / (1 + np.exp(-(x @ w - 0.3))), rtol=1e-13)
 
 
