@@ -25,10 +25,22 @@ once:
    (the default) is a lazy in-order loop, so memory stays one chunk; local-process and Dask
    executors (scale-out) only have to implement :meth:`Executor.map`.
 
-Monte-Carlo draws today come from *one* generator consumed in chunk order (the streams every
-figure of ``dropcheck verify`` was produced with), so the sampling entry points
-(:func:`sample_sums`, :func:`map_draws`) need an executor that runs chunks in order
-(``executor.in_order``); keying the streams by chunk index will lift that.
+Monte-Carlo draws come in two stream modes.  *Sequential* (the default, when no executor is
+given): *one* generator consumed in chunk order (the streams every figure of ``dropcheck
+verify`` was produced with), so it needs an executor that runs chunks in order
+(``executor.in_order``).  *Keyed* (``streams=`` a ``numpy.random.SeedSequence``, which
+:func:`sample_sums` and :func:`map_draws` take whenever an executor is in effect): chunk ``c``
+draws from its own generator, child ``c`` of the root (``root.spawn(K)[c]``, built directly by
+:func:`chunk_generator`), so an estimate depends on the chunk size and the seed, never on the
+executor, the number of workers or the completion order.
+
+Parallel executors (:mod:`dropcheck.parallel`: local processes, a Dask cluster) cut the chunks
+into *shards* of consecutive chunks; a worker reduces each aligned block of ``2^k`` chunks
+of its shard (:func:`block_nodes`, the dyadic decomposition of its index range) and hands
+the nodes back through :meth:`Executor.nodes`, which :func:`reduce_chunks` places with
+``PairwiseSum.add(node, level=k)``: the same tree, the same bits.  :func:`get_executor` with
+None returns the executor of an enclosing ``dropcheck.parallel.using(…)`` block, else the
+serial one.
 
 Public to the package (the API other modules call):
 
@@ -44,6 +56,7 @@ Public to the package (the API other modules call):
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +75,10 @@ __all__ = [
     "Executor",
     "SerialExecutor",
     "get_executor",
+    "active_executor",
+    "block_nodes",
+    "chunk_generator",
+    "keyed_root",
     "PairwiseSum",
     "pairwise_sum",
     "reduce_chunks",
@@ -140,6 +157,17 @@ class Executor:
         """``fn(c)`` for every chunk ``c`` of ``items``, yielded in the order of ``items``."""
         raise NotImplementedError
 
+    def nodes(self, fn: Callable[[Chunk], Any], items: Iterable[Chunk]) -> Iterator[Any]:
+        """``(level, node)`` pairs in chunk order whose tree sum is ``Σ_c fn(c)``.
+
+        ``items`` are consecutive chunks.  A node of level ``k`` is the :class:`PairwiseSum` of
+        an aligned block of ``2^k`` chunks (:func:`block_nodes`); this default yields every
+        chunk as a level-0 node, through :meth:`map`.  Parallel executors reduce whole blocks
+        in their workers.
+        """
+        for v in self.map(fn, items):
+            yield 0, v
+
 
 class SerialExecutor(Executor):
     """The default: a lazy loop in this process, one chunk alive at a time."""
@@ -154,14 +182,50 @@ class SerialExecutor(Executor):
 
 _SERIAL = SerialExecutor()
 
+#: The executor of the innermost ``dropcheck.parallel.using(…)`` block (None outside one).
+_CURRENT: contextvars.ContextVar[Executor | None] = contextvars.ContextVar(
+    "dropcheck_executor", default=None
+)
 
-def get_executor(executor: Executor | None) -> Executor:
-    """``executor``, or the serial one when None (after checking it is an :class:`Executor`)."""
+
+def active_executor(executor: Executor | None) -> Executor | None:
+    """``executor``, else the one of an enclosing ``using(…)`` block, else None (checked)."""
     if executor is None:
-        return _SERIAL
-    if not isinstance(executor, Executor):
+        executor = _CURRENT.get()
+    if executor is not None and not isinstance(executor, Executor):
         raise TypeError(f"executor must be a dropcheck Executor or None, got {executor!r}")
     return executor
+
+
+def get_executor(executor: Executor | None) -> Executor:
+    """:func:`active_executor`, or the serial one when there is none."""
+    ex = active_executor(executor)
+    return _SERIAL if ex is None else ex
+
+
+def block_nodes(fn: Callable[[Chunk], Any], items: Iterable[Chunk]) -> list[tuple[int, Any]]:
+    """The tree nodes ``(k, Σ)`` of consecutive chunks: each aligned block of ``2^k`` reduced.
+
+    The index range ``[s, e)`` of ``items`` is cut into its dyadic decomposition (from ``s``,
+    the largest ``2^k`` with ``s`` a multiple of ``2^k`` that fits), and each block is summed
+    by its own :class:`PairwiseSum` — exactly the node the serial tree builds for it, so
+    adding the nodes in order with ``PairwiseSum.add(node, level=k)`` gives the serial bits.
+    What a shard's worker runs.
+    """
+    items = list(items)
+    out: list[tuple[int, Any]] = []
+    i = 0
+    while i < len(items):
+        s = items[i].index
+        k = 0
+        while s % (2 ** (k + 1)) == 0 and i + 2 ** (k + 1) <= len(items):
+            k += 1
+        block = items[i : i + 2**k]
+        if any(c.index != s + j for j, c in enumerate(block)):
+            raise ValueError("block_nodes needs consecutive chunk indices")
+        out.append((k, pairwise_sum(fn(c) for c in block)))
+        i += 2**k
+    return out
 
 
 # ----- the reduction -----
@@ -237,7 +301,10 @@ def reduce_chunks(
 ) -> Any:
     """``Σ_c fn(c)`` over the chunks of ``total`` items, ``size`` per chunk, pairwise by index."""
     ex = get_executor(executor)
-    return pairwise_sum(ex.map(fn, chunks(total, size)))
+    acc = PairwiseSum()
+    for level, node in ex.nodes(fn, chunks(total, size)):
+        acc.add(node, level=level)
+    return acc.total()
 
 
 def gather_chunks(
@@ -300,8 +367,39 @@ def enumerate_sum(
 # ----- Monte-Carlo draws -----
 
 
+def keyed_root(seed: Any = None, rng: Any = None) -> Any:
+    """The root ``SeedSequence`` of keyed streams: from ``seed``, else entropy drawn from ``rng``.
+
+    Drawing the entropy from the caller's generator (four 63-bit integers) advances it, so two
+    calls with one generator get different streams, as in sequential mode.
+    """
+    import numpy as np
+
+    if rng is None and isinstance(seed, np.random.SeedSequence):
+        return seed
+    if rng is None and not isinstance(seed, np.random.Generator):
+        return np.random.SeedSequence(seed)
+    gen = seed if rng is None else rng
+    return np.random.SeedSequence([int(v) for v in gen.integers(0, 2**63 - 1, size=4)])
+
+
+def chunk_generator(root: Any, index: int) -> Any:
+    """Chunk ``index``'s generator: ``default_rng(root.spawn(K)[index])`` for a fresh ``root``.
+
+    Built directly from the spawn key (``root.spawn_key + (index,)``), so no process needs the
+    other children and the stream of a chunk depends on nothing but the root and its index.
+    """
+    import numpy as np
+
+    child = np.random.SeedSequence(
+        root.entropy, spawn_key=(*root.spawn_key, int(index)), pool_size=root.pool_size
+    )
+    return np.random.default_rng(child)
+
+
 def _ordered(executor: Executor | None) -> Executor:
-    ex = get_executor(executor)
+    # sequential streams ignore a ``using(…)`` block: only an explicit executor is checked
+    ex = _SERIAL if executor is None else get_executor(executor)
     if not ex.in_order:
         raise ValueError(
             "Monte-Carlo draws come from one generator consumed in chunk order; this executor "
@@ -312,13 +410,14 @@ def _ordered(executor: Executor | None) -> Executor:
 
 
 def sample_sums(
-    draw: Callable[[int], Any],
+    draw: Callable[..., Any],
     samples: int,
     chunk_size: int,
     *,
     powers: tuple[int, ...] = (1, 2),
     center: Callable[[Any], Any] | None = None,
     executor: Executor | None = None,
+    streams: Any = None,
 ) -> tuple[Any, ...]:
     r"""Power sums ``Σ_t v_t^k`` (``k`` in ``powers``) of ``samples`` draws, in chunks.
 
@@ -328,26 +427,62 @@ def sample_sums(
     ``v_t − s`` (e.g. the first chunk's mean), so central moments computed from the sums do not
     cancel; the sums are then of the shifted draws, and the shift is returned last.  Chunk sums
     are reduced by :class:`PairwiseSum`.  Returns ``(S_k for k in powers) [+ (shift,)]``.
+
+    Keyed mode (``streams`` a root ``SeedSequence``, :func:`keyed_root`): ``draw(b, gen)``
+    gets chunk ``c``'s own generator (:func:`chunk_generator`), chunks run on any executor
+    (the first one here, for the shift), and the sums depend on no worker count.
     """
-    ex = _ordered(executor)
-    state: dict[str, Any] = {}
+    if streams is None:
+        ex = _ordered(executor)
+        state: dict[str, Any] = {}
 
-    def one(c: Chunk) -> tuple[Any, ...]:
-        v = draw(c.size)
-        if center is not None:
-            if "shift" not in state:
-                state["shift"] = center(v)
-            v = v - state["shift"]
-        parts = []
-        p = None
-        for k in range(1, max(powers) + 1):
-            p = v if p is None else p * v
-            if k in powers:
-                parts.append(_sum0(p))
-        return tuple(parts)
+        def one(c: Chunk) -> tuple[Any, ...]:
+            v = draw(c.size)
+            if center is not None:
+                if "shift" not in state:
+                    state["shift"] = center(v)
+                v = v - state["shift"]
+            return _power_sums(v, powers, None)
 
-    total = pairwise_sum(ex.map(one, chunks(samples, chunk_size)))
-    return (*total, state["shift"]) if center is not None else total
+        total = pairwise_sum(ex.map(one, chunks(samples, chunk_size)))
+        return (*total, state["shift"]) if center is not None else total
+    parts = chunks(samples, chunk_size)
+    v0 = draw(parts[0].size, chunk_generator(streams, 0))
+    shift = None if center is None else center(v0)
+    acc = PairwiseSum()
+    acc.add(_power_sums(v0, powers, shift))
+    if len(parts) > 1:
+        one_keyed = _KeyedPowerSums(draw, streams, powers, shift)
+        for level, node in get_executor(executor).nodes(one_keyed, parts[1:]):
+            acc.add(node, level=level)
+    total = acc.total()
+    return (*total, shift) if center is not None else total
+
+
+def _power_sums(v: Any, powers: tuple[int, ...], shift: Any) -> tuple[Any, ...]:
+    if shift is not None:
+        v = v - shift
+    parts = []
+    p = None
+    for k in range(1, max(powers) + 1):
+        p = v if p is None else p * v
+        if k in powers:
+            parts.append(_sum0(p))
+    return tuple(parts)
+
+
+@dataclass(frozen=True)
+class _KeyedPowerSums:
+    """One chunk's power sums from its keyed stream (a picklable object for the workers)."""
+
+    draw: Callable[[int, Any], Any]
+    root: Any
+    powers: tuple[int, ...]
+    shift: Any
+
+    def __call__(self, c: Chunk) -> tuple[Any, ...]:
+        v = self.draw(c.size, chunk_generator(self.root, c.index))
+        return _power_sums(v, self.powers, self.shift)
 
 
 def _sum0(a: Any) -> Any:
@@ -356,18 +491,24 @@ def _sum0(a: Any) -> Any:
 
 
 def map_draws(
-    fn: Callable[[int], Any],
+    fn: Callable[..., Any],
     draws: int,
     chunk_size: int,
     xp: Any,
     *,
     executor: Executor | None = None,
+    streams: Any = None,
 ) -> Any:
     """``fn(b)`` for chunks of ``b`` draws (in order), concatenated along axis 0.
 
     ``fn`` consumes the caller's generator, so the chunks run in order; the result holds the
-    ``draws`` samples in the order drawn.
+    ``draws`` samples in the order drawn.  Keyed mode (``streams`` a root ``SeedSequence``):
+    ``fn(b, gen)`` with chunk ``c``'s own generator (:func:`chunk_generator`), on any executor.
     """
-    ex = _ordered(executor)
-    parts = list(ex.map(lambda c: fn(c.size), chunks(draws, chunk_size)))
+    if streams is None:
+        ex = _ordered(executor)
+        parts = list(ex.map(lambda c: fn(c.size), chunks(draws, chunk_size)))
+    else:
+        parts = list(get_executor(executor).map(
+            lambda c: fn(c.size, chunk_generator(streams, c.index)), chunks(draws, chunk_size)))
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)

@@ -4,6 +4,11 @@ Each function draws ``samples`` independent masks per example (paper noise η at
 sites) from the caller's generator and returns an :class:`Estimate`: the value and its standard
 error (the sample standard deviation over ``sqrt(samples)``).  Sums are taken around a shift
 (the value without dropout) so the variance does not suffer cancellation.
+
+With an executor (``executor=``, or a ``dropcheck.parallel.using(…)`` block) the draws use
+keyed streams: chunk ``c`` draws from child ``c`` of a root ``SeedSequence`` (from ``seed``,
+or entropy drawn from ``rng``), so the estimate is the same on any executor and any number of
+workers (it differs from the executor-less default, whose one generator runs in chunk order).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from dropcheck._engine import chunk_items, sample_sums
+from dropcheck._engine import Executor, active_executor, chunk_items, keyed_root, sample_sums
 from dropcheck._validate import check_positive_int, check_q_sites
 from dropcheck.backend import make_rng
 from dropcheck.exact import loss_gradients
@@ -51,6 +56,7 @@ def _moments(
     fn: Callable[[Trace], Any],
     shift: Any,
     chunk_size: int | None,
+    executor: Executor | None = None,
 ) -> tuple[Any, Any, bool]:
     """Mean and standard error of ``fn`` over ``samples`` draws, from shifted moments.
 
@@ -71,14 +77,19 @@ def _moments(
         per = (sum(model.widths.values()) + model.n_classes + model.n_params) * 8
         chunk_size = chunk_items(per * n, cap=4096)
 
-    def draw(b: int) -> Any:
+    def draw(b: int, g: Any = gen) -> Any:
         noise = {
-            s: sample_eta(gen, (b, n, model.widths[s]), qd[s], xp=xp, dtype=model.dtype)
+            s: sample_eta(g, (b, n, model.widths[s]), qd[s], xp=xp, dtype=model.dtype)
             for s in names
         }
         return fn(model.trace(x2, noise)) - shift
 
-    s1, s2 = sample_sums(draw, samples, chunk_size)
+    ex = active_executor(executor)
+    if ex is None:
+        s1, s2 = sample_sums(draw, samples, chunk_size)
+    else:  # keyed streams: the same draws on any executor
+        root = keyed_root(None, gen) if rng is not None or seed is None else keyed_root(seed)
+        s1, s2 = sample_sums(draw, samples, chunk_size, executor=ex, streams=root)
     mean = s1 / samples
     var = (s2 - samples * mean * mean) / (samples - 1)
     var = xp.where(var > 0, var, 0.0 * var)
@@ -92,6 +103,7 @@ def _est(mean: Any, se: Any, single: bool, samples: int) -> Estimate:
 def expected_loss(
     model: Model, x: Any, y: Any, q: Any, *, samples: int, rng: Any = None, seed: Any = None,
     sites: Iterable[str] | str | None = None, chunk_size: int | None = None,
+    executor: Executor | None = None,
 ) -> Estimate:
     """Estimate ``E_η ℓ(F(x, η))`` per example ``(n,)`` with its standard error."""
     x2, _ = model.check_x(x)
@@ -99,7 +111,7 @@ def expected_loss(
     clean = model.loss.value(model.trace(x2).logits[0, ...], y2)
     m, se, single = _moments(
         model, x, q, sites, samples, rng, seed,
-        lambda tr: model.loss.value(tr.logits, y2), clean, chunk_size,
+        lambda tr: model.loss.value(tr.logits, y2), clean, chunk_size, executor,
     )
     return _est(m, se, single, samples)
 
@@ -107,6 +119,7 @@ def expected_loss(
 def explicit_regularizer(
     model: Model, x: Any, y: Any, q: Any, *, samples: int, rng: Any = None, seed: Any = None,
     sites: Iterable[str] | str | None = None, chunk_size: int | None = None,
+    executor: Executor | None = None,
 ) -> Estimate:
     """Estimate ``R_drop = E_η ℓ(F(x, η)) − ℓ(F(x))`` per example with its standard error."""
     x2, _ = model.check_x(x)
@@ -114,7 +127,7 @@ def explicit_regularizer(
     clean = model.loss.value(model.trace(x2).logits[0, ...], y2)
     m, se, single = _moments(
         model, x, q, sites, samples, rng, seed,
-        lambda tr: model.loss.value(tr.logits, y2), clean, chunk_size,
+        lambda tr: model.loss.value(tr.logits, y2), clean, chunk_size, executor,
     )
     return _est(m - clean, se, single, samples)
 
@@ -122,6 +135,7 @@ def explicit_regularizer(
 def expected_gradient(
     model: Model, x: Any, y: Any, q: Any, *, samples: int, rng: Any = None, seed: Any = None,
     sites: Iterable[str] | str | None = None, chunk_size: int | None = None,
+    executor: Executor | None = None,
 ) -> Estimate:
     """Estimate ``∇_W ℓ_drop(F, x)`` per example ``(n, P)`` with its standard error."""
     x2, _ = model.check_x(x)
@@ -129,7 +143,7 @@ def expected_gradient(
     clean = loss_gradients(model, model.trace(x2), y2)[0, ...]
     m, se, single = _moments(
         model, x, q, sites, samples, rng, seed, lambda tr: loss_gradients(model, tr, y2), clean,
-        chunk_size,
+        chunk_size, executor,
     )
     return _est(m, se, single, samples)
 
@@ -145,7 +159,7 @@ def _outer_centred(proj: Callable[[Trace], Any], mu: Any) -> Callable[[Trace], A
 def gradient_noise_cov(
     model: Model, x: Any, y: Any, q: Any, *, samples: int, rng: Any = None, seed: Any = None,
     directions: Any = None, sites: Iterable[str] | str | None = None,
-    chunk_size: int | None = None,
+    chunk_size: int | None = None, executor: Executor | None = None,
 ) -> Estimate:
     """Estimate ``Cov_η(ξ_drop)`` per example ``(n, k, k)`` with an entrywise standard error.
 
@@ -166,7 +180,7 @@ def gradient_noise_cov(
 
     mean = expected_gradient(
         model, x2, y2, q, samples=samples, rng=rng, seed=seed, sites=sites,
-        chunk_size=chunk_size,
+        chunk_size=chunk_size, executor=executor,
     )
     # second pass with a fresh stream of draws: centring on an independent mean keeps the
     # covariance estimate unbiased up to O(1/samples^2)
@@ -176,7 +190,7 @@ def gradient_noise_cov(
     )
     m, se, single = _moments(
         model, x2, q, sites, samples, gen, None,
-        _outer_centred(proj, mu), 0.0, chunk_size,
+        _outer_centred(proj, mu), 0.0, chunk_size, executor,
     )
     # the centring mean has its own error: E[(g−μ̂)(g−μ̂)ᵀ] = Σ (1 + 1/samples)
     m = m / (1.0 + 1.0 / samples)

@@ -14,8 +14,10 @@ import pytest
 import dropcheck as dc
 
 #: Libraries ``import dropcheck`` must not load: the heavy ones (hypothesis, scipy.stats, sympy,
-#: matplotlib) and the array backends only adapters may import (torch, cupy, jax).
-HEAVY = ("hypothesis", "scipy.stats", "sympy", "matplotlib", "torch", "cupy", "jax")
+#: matplotlib), the array backends only adapters may import (torch, cupy, jax), and Dask (only
+#: dropcheck.parallel.DaskExecutor imports it).
+HEAVY = ("hypothesis", "scipy.stats", "sympy", "matplotlib", "torch", "cupy", "jax", "dask",
+         "distributed")
 
 
 def _run(code: str) -> dict:

@@ -1,0 +1,316 @@
+r"""Past one core: local-process and Dask executors for the engine, and how to select one.
+
+Every expectation of :mod:`dropcheck.exact` (and the Monte-Carlo means of
+:mod:`dropcheck.montecarlo`) is a sum over chunks, ``S = Σ_c f(c)``, reduced by the engine's
+binary tree keyed by chunk index (:class:`dropcheck._engine.PairwiseSum`).  The executors here
+cut the chunks into *shards* of consecutive chunks, one task each; a worker reduces every
+aligned block of ``2^k`` chunks of its shard (:func:`dropcheck._engine.block_nodes`) and returns
+the tree's nodes, which the caller places with ``PairwiseSum.add(node, level=k)`` in chunk
+order.  The tree therefore depends only on the number of chunks, so a result is
+**bit-identical** to the serial one for any number of workers, any shard size (in chunks: a
+multiple of the chunk in items) and any completion order.  Monte-Carlo draws under an executor
+use keyed streams (chunk ``c`` draws from child ``c`` of one ``SeedSequence``), so estimates do
+not depend on the worker count either.
+
+Selecting an executor — by argument or for a block of code::
+
+    import dropcheck as dc
+    from dropcheck.parallel import ProcessExecutor, DaskExecutor, using
+
+    with ProcessExecutor(2) as ex:                 # this machine's cores (spawned processes)
+        v = dc.exact.expected_loss(net, x, y, 0.3, executor=ex)
+        with using(ex):                            # every call inside, without executor=
+            g = dc.exact.expected_gradient(net, x, y, 0.3)
+
+    from dask.distributed import Client            # any Dask cluster (pip install dropcheck[dask])
+    with DaskExecutor(Client("tcp://scheduler:8786")) as ex, using(ex):
+        v = dc.exact.expected_loss(net, x, y, 0.3)
+
+``DaskExecutor.connect(address, timeout=…)`` raises :class:`SchedulerUnreachableError` naming
+the address and the time-out instead of waiting forever.  On Dask a task whose worker dies is
+recomputed elsewhere (its result is a pure function of the shard), so the result is unchanged.
+
+The function mapped over the chunks is sent to the workers with cloudpickle (closures over a
+model and its inputs included); it comes with the ``[dask]`` extra.  Neither this module nor
+``import dropcheck`` imports Dask: :class:`DaskExecutor` imports it when built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from dropcheck._engine import _CURRENT, Chunk, Executor, SerialExecutor, block_nodes
+
+__all__ = [
+    "ProcessExecutor",
+    "DaskExecutor",
+    "SchedulerUnreachableError",
+    "SerialExecutor",
+    "using",
+    "current",
+    "from_options",
+]
+
+
+class SchedulerUnreachableError(ConnectionError):
+    """No Dask scheduler answered at the address within the time-out."""
+
+
+@contextlib.contextmanager
+def using(executor: Executor | None) -> Iterator[Executor | None]:
+    """Run every dropcheck call inside the block on ``executor`` (None: the serial default).
+
+    An explicit ``executor=`` argument still wins.  Blocks nest; the previous executor is
+    restored on exit (a ``contextvars`` variable, so threads and tasks each see their own).
+    """
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(f"executor must be a dropcheck Executor or None, got {executor!r}")
+    token = _CURRENT.set(executor)
+    try:
+        yield executor
+    finally:
+        _CURRENT.reset(token)
+
+
+def current() -> Executor | None:
+    """The executor of the innermost :func:`using` block, or None."""
+    return _CURRENT.get()
+
+
+# ----- what the workers run -----
+
+#: Functions already unpickled in this worker, by the hash of their bytes (the last few).
+_LOADED: dict[str, Callable[[Chunk], Any]] = {}
+
+
+def _dumps(fn: Callable[[Chunk], Any]) -> tuple[str, bytes]:
+    try:
+        import cloudpickle
+    except ImportError as err:  # pragma: no cover - the [dask] extra brings it
+        raise ImportError(
+            "parallel executors send the mapped function with cloudpickle: "
+            "pip install 'dropcheck[dask]' (or cloudpickle)"
+        ) from err
+    payload = cloudpickle.dumps(fn)
+    return hashlib.sha256(payload).hexdigest(), payload
+
+
+def _load(token: str, payload: bytes) -> Callable[[Chunk], Any]:
+    fn = _LOADED.get(token)
+    if fn is None:
+        import pickle
+
+        fn = pickle.loads(payload)
+        if len(_LOADED) >= 4:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[token] = fn
+    return fn
+
+
+def _run_shard(token: str, payload: bytes, shard: list[Chunk], nodes: bool) -> list[Any]:
+    """A worker's task: the shard's tree nodes (``nodes``), else its chunks' results in order."""
+    fn = _load(token, payload)
+    if nodes:
+        return block_nodes(fn, shard)
+    return [fn(c) for c in shard]
+
+
+def _pid(_: Any) -> int:
+    return os.getpid()
+
+
+def _shards(items: Iterable[Chunk], per: int | None, workers: int) -> list[list[Chunk]]:
+    """Consecutive chunks cut into shards of ``per`` (default: about 4 shards per worker)."""
+    items = list(items)
+    if per is None:
+        per = max(1, math.ceil(len(items) / (4 * max(1, workers))))
+    return [items[i : i + per] for i in range(0, len(items), per)]
+
+
+def _check_shard(shard_chunks: int | None) -> int | None:
+    if shard_chunks is not None and (
+        isinstance(shard_chunks, bool) or not isinstance(shard_chunks, int) or shard_chunks < 1
+    ):
+        raise ValueError(f"shard_chunks must be a positive int or None, got {shard_chunks!r}")
+    return shard_chunks
+
+
+class _Sharded(Executor):
+    """Shared logic: shards submitted as tasks, results consumed in shard order."""
+
+    shard_chunks: int | None
+    workers: int
+
+    def _submit(self, token: str, payload: bytes, shards: list[list[Chunk]],
+                nodes: bool) -> list[Any]:
+        raise NotImplementedError
+
+    def _result(self, handle: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def _run(self, fn: Callable[[Chunk], Any], items: Iterable[Chunk], nodes: bool) -> Iterator:
+        shards = _shards(items, self.shard_chunks, self.workers)
+        if not shards:
+            return
+        token, payload = _dumps(fn)
+        handles = self._submit(token, payload, shards, nodes)
+        for h in handles:  # in shard order, whatever order they complete in
+            yield from self._result(h)
+
+    def map(self, fn: Callable[[Chunk], Any], items: Iterable[Chunk]) -> Iterator[Any]:
+        """``fn(c)`` per chunk, computed in shards on the workers, yielded in chunk order."""
+        return self._run(fn, items, nodes=False)
+
+    def nodes(self, fn: Callable[[Chunk], Any], items: Iterable[Chunk]) -> Iterator[Any]:
+        """Each shard's tree nodes (:func:`dropcheck._engine.block_nodes`), in chunk order."""
+        return self._run(fn, items, nodes=True)
+
+    def __enter__(self) -> _Sharded:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the workers (a no-op where the caller owns them)."""
+
+
+class ProcessExecutor(_Sharded):
+    """``workers`` local processes (default: every core), started with ``context``.
+
+    ``context`` is a :mod:`multiprocessing` start method: ``"spawn"`` (default) or
+    ``"forkserver"`` (``"fork"`` is refused: forking a process with threads can deadlock).
+    The pool starts on first use and lives until :meth:`close` (or the ``with`` block's end),
+    so later calls do not pay the start-up again.  ``shard_chunks``: chunks per task (default
+    about four tasks per worker).  A worker that dies breaks the pool
+    (``BrokenProcessPool``); use a Dask cluster for recomputation on failure.
+    """
+
+    def __init__(self, workers: int | None = None, *, context: str = "spawn",
+                 shard_chunks: int | None = None) -> None:
+        if workers is None:
+            workers = os.cpu_count() or 1
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive int, got {workers!r}")
+        if context not in ("spawn", "forkserver"):
+            raise ValueError(f"context must be 'spawn' or 'forkserver', got {context!r}")
+        self.workers = workers
+        self.context = context
+        self.shard_chunks = _check_shard(shard_chunks)
+        self._pool: Any = None
+
+    def _ensure(self) -> Any:
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context(self.context)
+            )
+        return self._pool
+
+    def warm(self) -> ProcessExecutor:
+        """Start every worker now (each imports dropcheck once), e.g. before timing."""
+        pool = self._ensure()
+        list(pool.map(_pid, range(4 * self.workers)))  # one task per worker at least
+        return self
+
+    def _submit(self, token: str, payload: bytes, shards: list[list[Chunk]],
+                nodes: bool) -> list[Any]:
+        pool = self._ensure()
+        return [pool.submit(_run_shard, token, payload, s, nodes) for s in shards]
+
+    def _result(self, handle: Any) -> list[Any]:
+        return handle.result()
+
+    def close(self) -> None:
+        """Shut the worker processes down."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __repr__(self) -> str:
+        return f"ProcessExecutor({self.workers}, context={self.context!r})"
+
+
+class DaskExecutor(_Sharded):
+    """Shards as tasks of a ``dask.distributed.Client`` (any cluster; ``LocalCluster`` in tests).
+
+    ``shard_chunks`` as for :class:`ProcessExecutor` (the default counts the cluster's workers
+    when a call starts).  Tasks are impure-keyed (``pure=False``) and their results are pure
+    functions of the shard, so a task lost with a worker is recomputed and the sum is
+    unchanged.  ``close_client``: close the client on :meth:`close` (what :meth:`connect` sets).
+    """
+
+    def __init__(self, client: Any, *, shard_chunks: int | None = None,
+                 close_client: bool = False) -> None:
+        if not (hasattr(client, "submit") and hasattr(client, "scheduler_info")):
+            raise TypeError(f"client must be a dask.distributed.Client, got {client!r}")
+        self.client = client
+        self.shard_chunks = _check_shard(shard_chunks)
+        self._close_client = close_client
+
+    @classmethod
+    def connect(cls, address: str, *, timeout: float = 10.0,
+                shard_chunks: int | None = None) -> DaskExecutor:
+        """A client of the scheduler at ``address``, within ``timeout`` seconds.
+
+        :class:`SchedulerUnreachableError` (naming the address and the time-out) if no
+        scheduler answers in time.
+        """
+        try:
+            from dask.distributed import Client
+        except ImportError as err:
+            raise ImportError(
+                "the Dask executor needs dask.distributed: pip install 'dropcheck[dask]'"
+            ) from err
+        try:
+            client = Client(address, timeout=timeout)
+        except (OSError, TimeoutError) as err:
+            raise SchedulerUnreachableError(
+                f"no Dask scheduler answered at {address!r} within the {timeout:g} s time-out "
+                f"({type(err).__name__}: {err})"
+            ) from err
+        return cls(client, shard_chunks=shard_chunks, close_client=True)
+
+    @property
+    def workers(self) -> int:  # type: ignore[override]
+        """Workers the scheduler knows now (at least 1)."""
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
+    def _submit(self, token: str, payload: bytes, shards: list[list[Chunk]],
+                nodes: bool) -> list[Any]:
+        return [self.client.submit(_run_shard, token, payload, s, nodes, pure=False)
+                for s in shards]
+
+    def _result(self, handle: Any) -> list[Any]:
+        return handle.result()
+
+    def close(self) -> None:
+        """Close the client if this executor opened it (:meth:`connect`)."""
+        if self._close_client:
+            self.client.close()
+
+    def __repr__(self) -> str:
+        return f"DaskExecutor({self.client!r})"
+
+
+def from_options(jobs: int | None = None, scheduler: str | None = None,
+                 timeout: float = 10.0) -> Executor | None:
+    """The executor a command line asks for (None: the serial default).
+
+    ``--scheduler ADDRESS``: a :class:`DaskExecutor` connected within ``timeout`` seconds;
+    ``-j N``: ``N`` local processes (1 or None: serial).  Both at once is an error.
+    """
+    if jobs is not None and scheduler is not None:
+        raise ValueError("give either jobs (-j) or a scheduler address, not both")
+    if scheduler is not None:
+        return DaskExecutor.connect(scheduler, timeout=timeout)
+    if jobs is None or jobs == 1:
+        return None
+    return ProcessExecutor(jobs)

@@ -1,0 +1,312 @@
+"""Executors past one core (dropcheck.parallel): bit-identity, keyed streams, faults, selection.
+
+The oracle throughout is the serial engine (``executor=None``): the parallel executors must
+reproduce its bits exactly (``np.array_equal``, no tolerance), because the reduction tree is
+keyed by chunk index and the workers return its nodes.  The sums are over values whose
+grouping changes the rounding (magnitudes spread over ten orders), so a wrong grouping is
+caught: :func:`test_the_tree_is_sensitive_to_grouping` shows a plain left-to-right sum differs.
+Workers are spawned processes and a Dask ``LocalCluster`` with 2 workers, built once per
+module (a few seconds); every case is small.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import dropcheck as dc
+from dropcheck import _engine
+from dropcheck.parallel import (
+    DaskExecutor,
+    ProcessExecutor,
+    SchedulerUnreachableError,
+    SerialExecutor,
+    _Sharded,
+    from_options,
+    using,
+)
+
+
+def _value(c: _engine.Chunk) -> np.ndarray:
+    # magnitudes over ten orders and both signs: the grouping of the sum shows in the bits
+    i = np.arange(c.start, c.stop, dtype=np.float64)
+    return np.array([np.sum(np.sin(i) * 10.0 ** (i % 11)), np.sum(np.cos(3 * i))])
+
+
+class _ShuffledInProcess(_Sharded):
+    """Shards through the real sharding path (cloudpickled), computed in a random order."""
+
+    def __init__(self, shard_chunks, seed):
+        self.shard_chunks, self.workers, self.seed = shard_chunks, 3, seed
+
+    def _submit(self, token, payload, shards, nodes):
+        from dropcheck.parallel import _run_shard
+
+        order = list(range(len(shards)))
+        random.Random(self.seed).shuffle(order)
+        out = [None] * len(shards)
+        for i in order:
+            out[i] = _run_shard(token, payload, shards[i], nodes)
+        return out
+
+    def _result(self, handle):
+        return handle
+
+
+@pytest.fixture(scope="module")
+def processes():
+    with ProcessExecutor(2, shard_chunks=3) as ex:
+        yield ex.warm()
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    pytest.importorskip("distributed")
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=":0")
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def problem():
+    net = dc.MLP.random([5, 9, 4], activation="tanh", sites=("h1",), seed=0)
+    rng = np.random.default_rng(1)
+    return net, rng.standard_normal((3, 5)), rng.integers(0, 4, 3)
+
+
+def test_the_tree_is_sensitive_to_grouping():
+    parts = [_value(c) for c in _engine.chunks(200, 3)]
+    tree = _engine.pairwise_sum(parts)
+    left = parts[0]
+    for p in parts[1:]:
+        left = left + p
+    assert not np.array_equal(tree, left)  # else bit-identity below would prove little
+
+
+@pytest.mark.parametrize("shard", [1, 2, 3, 5, 8, 13, 67])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_any_shard_size_and_completion_order_gives_the_serial_bits(shard, seed):
+    serial = _engine.reduce_chunks(_value, 200, 3)
+    ex = _ShuffledInProcess(shard, seed)
+    assert np.array_equal(_engine.reduce_chunks(_value, 200, 3, executor=ex), serial)
+    gathered = _engine.gather_chunks(_value, 200, 3, np, executor=ex)
+    assert np.array_equal(gathered, _engine.gather_chunks(_value, 200, 3, np))
+
+
+def test_block_nodes_are_the_dyadic_decomposition():
+    items = _engine.chunks(40, 1)[5:23]  # indices 5 … 22
+    nodes = _engine.block_nodes(_value, items)
+    # 5 | 6-7 | 8-15 | 16-19 | 20-21 | 22: each block starts at a multiple of its size
+    assert [k for k, _ in nodes] == [0, 1, 3, 2, 1, 0]
+    acc = _engine.PairwiseSum()
+    for c in _engine.chunks(40, 1)[:5]:
+        acc.add(_value(c))
+    for k, v in nodes:
+        acc.add(v, level=k)
+    for c in _engine.chunks(40, 1)[23:]:
+        acc.add(_value(c))
+    assert np.array_equal(acc.total(), _engine.reduce_chunks(_value, 40, 1))
+
+
+def _calls(net, x, y):
+    return {
+        "expected_loss (factorized)": lambda e: dc.exact.expected_loss(
+            net, x, y, 0.3, chunk_size=16, executor=e),
+        "expected_loss (batched)": lambda e: dc.exact.expected_loss(
+            net, x, y, 0.3, method="batched", chunk_size=16, executor=e),
+        "explicit_regularizer": lambda e: dc.exact.explicit_regularizer(
+            net, x, y, 0.3, chunk_size=8, executor=e),
+        "expected_gradient": lambda e: dc.exact.expected_gradient(
+            net, x, y, 0.3, chunk_size=16, executor=e),
+        "gradient_noise_cov": lambda e: dc.exact.gradient_noise_cov(
+            net, x, y, 0.3, chunk_size=64, executor=e),
+    }
+
+
+def test_processes_give_the_serial_bits(problem, processes):
+    for name, call in _calls(*problem).items():
+        assert np.array_equal(call(processes), call(None)), name
+
+
+def test_dask_gives_the_serial_bits(problem, dask_client):
+    for shard in (None, 1, 4):
+        ex = DaskExecutor(dask_client, shard_chunks=shard)
+        for name, call in _calls(*problem).items():
+            assert np.array_equal(call(ex), call(None)), (name, shard)
+
+
+def test_using_selects_the_executor_and_restores(problem, processes):
+    net, x, y = problem
+    calls = []
+
+    class Counting(SerialExecutor):
+        def map(self, fn, items):
+            calls.append(1)
+            return super().map(fn, items)
+
+    with using(Counting()):
+        inside = dc.exact.expected_loss(net, x, y, 0.3, method="batched", chunk_size=16)
+        assert calls
+        with using(processes):
+            assert dc.parallel.current() is processes
+            assert np.array_equal(
+                dc.exact.expected_loss(net, x, y, 0.3, method="batched", chunk_size=16), inside)
+        n = len(calls)
+        # an explicit argument wins over the block's executor
+        dc.exact.expected_loss(net, x, y, 0.3, method="batched", chunk_size=16,
+                               executor=SerialExecutor())
+        assert len(calls) == n
+    assert dc.parallel.current() is None
+    with pytest.raises(TypeError, match="executor must be"):
+        with using(object()):
+            pass
+
+
+def _mc(net, x, y, e, **kw):
+    out = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=900, seed=7, chunk_size=64,
+                                      executor=e, **kw)
+    return out.value, out.stderr
+
+
+def test_monte_carlo_is_the_same_on_every_executor(problem, processes, dask_client):
+    net, x, y = problem
+    ref = _mc(net, x, y, SerialExecutor())
+    with ProcessExecutor(1, shard_chunks=2) as one:
+        others = [processes, one, DaskExecutor(dask_client), _ShuffledInProcess(5, 3)]
+        for ex in others:
+            got = _mc(net, x, y, ex)
+            assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1]), ex
+    with using(processes):  # the block's executor selects keyed streams too
+        got = _mc(net, x, y, None)
+    assert np.array_equal(got[0], ref[0])
+    g = dc.montecarlo.expected_gradient(net, x, y, 0.3, samples=300, seed=2, chunk_size=50,
+                                        executor=processes)
+    g0 = dc.montecarlo.expected_gradient(net, x, y, 0.3, samples=300, seed=2, chunk_size=50,
+                                         executor=SerialExecutor())
+    assert np.array_equal(g.value, g0.value)
+
+
+def test_keyed_streams_are_spawned_children_and_estimate_the_exact_value(problem):
+    root = np.random.SeedSequence(11)
+    kids = root.spawn(4)
+    for i in range(4):
+        a = _engine.chunk_generator(np.random.SeedSequence(11), i).random(5)
+        assert np.array_equal(a, np.random.default_rng(kids[i]).random(5))
+    net, x, y = problem
+    exact = dc.exact.expected_loss(net, x, y, 0.3)
+    est = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=4000, seed=5,
+                                      executor=SerialExecutor())
+    # |z| < 4.5 per example: a false alarm ~7e-6 each (normal tails; 4000 draws)
+    assert np.all(np.abs(est.value - exact) < 4.5 * est.stderr)
+    # a generator's keyed streams differ call to call (entropy drawn from it), as sequential do
+    rng = np.random.default_rng(0)
+    a = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=50, rng=rng, executor=SerialExecutor())
+    b = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=50, rng=rng, executor=SerialExecutor())
+    assert not np.array_equal(a.value, b.value)
+
+
+def test_sequential_draws_ignore_a_using_block(problem, processes):
+    # the default one-generator streams (every verify figure) stay the same inside a block
+    net, x, y = problem
+    outside = dc.implicit.xi_approx(net, x, y, 0.3, np.random.default_rng(1), draws=70, chunk=16)
+    with using(processes):
+        inside = dc.implicit.xi_approx(net, x, y, 0.3, np.random.default_rng(1), draws=70,
+                                       chunk=16)
+    assert np.array_equal(inside, outside)
+
+
+def _marked(c: _engine.Chunk, where: str) -> np.ndarray:
+    with open(os.path.join(where, f"{c.index}"), "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    time.sleep(0.05)
+    return _value(c)
+
+
+def test_a_killed_worker_changes_nothing(tmp_path):
+    pytest.importorskip("distributed")
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=":0")
+    client = Client(cluster)
+    try:
+        victim = next(iter(client.run(os.getpid).values()))
+        where = str(tmp_path)
+        killed = threading.Event()
+
+        def killer():
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not killed.is_set():
+                for f in os.listdir(where):
+                    with open(os.path.join(where, f)) as fh:
+                        if str(victim) in fh.read().split():
+                            os.kill(victim, signal.SIGKILL)  # mid-chunk: it is sleeping in one
+                            killed.set()
+                            return
+                time.sleep(0.01)
+
+        t = threading.Thread(target=killer)
+        t.start()
+        fn = _engine_partial(where)
+        got = _engine.reduce_chunks(fn, 120, 3, executor=DaskExecutor(client, shard_chunks=2))
+        t.join()
+        assert killed.is_set()
+        assert np.array_equal(got, _engine.reduce_chunks(_value, 120, 3))
+        # the victim's chunk in flight ran again on a live worker
+        runs = {f.name: f.read_text().split() for f in tmp_path.iterdir()}
+        assert any(str(victim) in pids and len(pids) >= 2 for pids in runs.values())
+        assert len(runs) == 40
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _engine_partial(where):
+    import functools
+
+    return functools.partial(_marked, where=where)
+
+
+def test_an_unreachable_scheduler_is_a_clear_error_within_its_timeout():
+    pytest.importorskip("distributed")
+    t = time.monotonic()
+    with pytest.raises(SchedulerUnreachableError, match=r"tcp://127\.0\.0\.1:9.*1 s time-out"):
+        DaskExecutor.connect("tcp://127.0.0.1:9", timeout=1)
+    assert time.monotonic() - t < 20  # the time-out, not a hang (slack for a loaded machine)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="workers"):
+        ProcessExecutor(0)
+    with pytest.raises(ValueError, match="context"):
+        ProcessExecutor(2, context="fork")
+    with pytest.raises(ValueError, match="shard_chunks"):
+        ProcessExecutor(2, shard_chunks=0)
+    with pytest.raises(TypeError, match="client"):
+        DaskExecutor(object())
+    with pytest.raises(ValueError, match="either"):
+        from_options(jobs=2, scheduler="tcp://x:1")
+    assert from_options() is None and from_options(jobs=1) is None
+    with pytest.raises(ValueError, match="block_nodes needs consecutive"):
+        _engine.block_nodes(_value, [_engine.Chunk(0, 0, 1), _engine.Chunk(2, 2, 3)])
+
+
+def test_parallel_module_imports_no_dask():
+    code = ("import sys, dropcheck.parallel; "
+            "print([m for m in ('dask', 'distributed', 'cloudpickle') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
