@@ -6,7 +6,8 @@ terms.  Because ``z`` is affine in ``h̃`` the second-order term is the same num
 (:func:`dropcheck.explicit.next_layer` computes it through the Hessian w.r.t. ``z`` of the tail
 network, a different route from :func:`dropcheck.explicit.taylor`): the identity is checked on
 MLPs of several depths, activations and site sets, and the error of both against the exact
-``R_drop`` is measured as ``q`` and the width vary — it is the same error, flat in ``q``.
+``R_drop`` is measured as ``q``, the weight scale and the width vary — it is the same error,
+flat in ``q``.
 """
 
 from __future__ import annotations
@@ -54,10 +55,8 @@ def _identity(ctx: Context) -> float:
 
 @dataclass
 class _Sweep:
-    qs: tuple[float, ...]
-    widths: tuple[int, ...]
-    err_q: dict[str, np.ndarray]  # estimator -> (len(qs), nets)
-    err_w: dict[str, np.ndarray]  # estimator -> (len(widths), nets)
+    axes: dict[str, tuple[float, ...]]  # sweep name -> its x values
+    err: dict[str, dict[str, np.ndarray]]  # sweep -> estimator -> (len(x), nets)
     nets: int
 
 
@@ -70,40 +69,50 @@ def _errors(net: dc.MLP, x: np.ndarray, y: np.ndarray, q: float) -> tuple[float,
 
 def _sweep(ctx: Context) -> _Sweep:
     nets = 4 if ctx.quick else 16
-    qs = (0.03, 0.1, 0.3, 0.6) if ctx.quick else (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7)
-    widths = (4, 8, 12) if ctx.quick else (4, 6, 8, 10, 12, 14)
-    err_q = {"next": np.empty((len(qs), nets)), "taylor": np.empty((len(qs), nets))}
-    err_w = {"next": np.empty((len(widths), nets)), "taylor": np.empty((len(widths), nets))}
+    axes = {
+        "q": (0.03, 0.1, 0.3, 0.6) if ctx.quick else (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7),
+        "scale": (0.1, 0.3, 1.0) if ctx.quick else (0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+        "width": (4, 8, 12) if ctx.quick else (4, 6, 8, 10, 12, 14),
+    }
+    err = {k: {e: np.empty((len(v), nets)) for e in ("next", "taylor")} for k, v in axes.items()}
     rng = ctx.rng("A2-sweep")
     for r in range(nets):
-        net = dc.MLP.random([5, 6, 6, 4], "tanh", sites=("h1",), rng=rng, seed=None)
+        seed = int(rng.integers(2**31))
         x, y = rng.standard_normal((8, 5)), rng.integers(0, 4, 8)
-        for i, q in enumerate(qs):
-            err_q["next"][i, r], err_q["taylor"][i, r] = _errors(net, x, y, q)
-        for i, w in enumerate(widths):
-            wnet = dc.MLP.random([5, w, 6, 4], "tanh", sites=("h1",), rng=rng, seed=None)
-            err_w["next"][i, r], err_w["taylor"][i, r] = _errors(wnet, x, y, 0.3)
-    return _Sweep(qs, widths, err_q, err_w, nets)
+        for key, xs in axes.items():
+            for i, v in enumerate(xs):
+                width = int(v) if key == "width" else 6
+                scale = float(v) if key == "scale" else 1.0
+                q = float(v) if key == "q" else 0.3
+                net = dc.MLP.random([5, width, 6, 4], "tanh", sites=("h1",), seed=seed,
+                                    scale=scale, bias_scale=0.1 * scale)
+                err[key]["next"][i, r], err[key]["taylor"][i, r] = _errors(net, x, y, q)
+    return _Sweep(axes, err, nets)
+
+
+_XLABEL = {"q": "drop probability q (s = 1, d = 6)",
+           "scale": "weight scale s (q = 0.3, d = 6)",
+           "width": "width d of h1 (q = 0.3, s = 1)"}
 
 
 def _draw(res: _Sweep, path: Path | str) -> Path:
-    fig, (ax1, ax2) = plots.figure(2, title=(
+    fig, axes = plots.figure(3, width=4.0, title=(
         "A2: Taylor around the next layer vs around the site (4.2), error against exact R_drop\n"
-        "tanh MLP [5, d, 6, 4], dropout at h1; " + plots.band_caption(res.nets)))
-    for ax, xs, err, xlabel, ticks in (
-        (ax1, res.qs, res.err_q, "drop probability q", res.qs),
-        (ax2, res.widths, res.err_w, "width d of the dropped layer h1 (q = 0.3)", res.widths),
-    ):
-        plots.band(ax, xs, err["taylor"], label="R_taylor (4.2), around h", color="C0")
-        plots.band(ax, xs, err["next"], label="R_next, around z = W h̃ + b", color="C3",
-                   marker="x", linestyle="--", alpha=0.0)
-        plots.style(ax, xlabel=xlabel, ylabel="pooled relative error vs exact R_drop",
-                    logx=True, logy=True, xticks=ticks, legend_loc="lower left")
+        "tanh MLP [5, d, 6, 4], dropout at h1, 8 inputs per net; " + plots.band_caption(res.nets)))
+    for ax, key in zip(axes, ("q", "scale", "width"), strict=True):
+        xs = res.axes[key]
+        plots.band(ax, xs, res.err[key]["taylor"], label="R_taylor (4.2), around h", color="C0")
+        plots.band(ax, xs, res.err[key]["next"], label="R_next, around z = W h̃ + b",
+                   color="C3", marker="x", linestyle="--", alpha=0.0)
+        plots.style(ax, xlabel=_XLABEL[key],
+                    ylabel="pooled relative error vs exact R_drop" if key == "q" else "",
+                    logx=True, logy=True, xticks=xs, legend=False)
+    plots.legend_below(fig, axes[0])
     return plots.save(fig, path)
 
 
 @plot("a2", help="A2: error of the next-layer Taylor term and of (4.2) against exact R_drop vs "
-      "q and width (the two coincide)")
+      "q, weight scale and width (the two coincide)")
 def plot_a2(ctx: Context, path: Path | str) -> Path:
     """Run the A2 sweep (quick or full per ``ctx``) and plot it to ``path``."""
     return _draw(_sweep(ctx), path)
@@ -123,21 +132,21 @@ def measure_a2(ctx: Context) -> Measurement:
     """The identity on several architectures, then both errors against exact R_drop."""
     worst = _identity(ctx)
     res = _sweep(ctx)
-    med_q = {k: np.median(v, axis=1) for k, v in res.err_q.items()}
-    med_w = {k: np.median(v, axis=1) for k, v in res.err_w.items()}
-    slope_q = plots.loglog_slope(res.qs, med_q["next"])
-    slope_w = plots.loglog_slope(res.widths, med_w["next"])
+    med = {k: {e: np.median(v, axis=1) for e, v in d.items()} for k, d in res.err.items()}
+    slope = {k: plots.loglog_slope(res.axes[k], med[k]["next"]) for k in res.axes}
+    q01 = list(res.axes["q"]).index(0.1)
     plots_ = []
     path = ctx.plot_path("a2_next_layer")
     if path is not None:
         plots_.append(str(_draw(res, path)))
     return Measurement(
-        figure=f"identity max rel. diff {fmt(worst)}; error vs exact: log-log slope in q "
-        f"{slope_q:.2f} (flat), in width {slope_w:.2f}",
+        figure=f"identity max rel. diff {fmt(worst)}; median error vs exact "
+        f"{fmt(float(med['q']['next'][0]))} at q = {res.axes['q'][0]:g} and "
+        f"{fmt(float(med['q']['next'][q01]))} at q = 0.1 (no fall as q → 0); log-log slope in "
+        f"weight scale {slope['scale']:.2f}, in width {slope['width']:.2f}",
         passed=worst <= _TOL,
-        values={"identity_max_rel_diff": worst, "qs": res.qs, "widths": res.widths,
-                "median_err_vs_q": med_q, "median_err_vs_width": med_w,
-                "slope_q": slope_q, "slope_width": slope_w, "nets": res.nets},
+        values={"identity_max_rel_diff": worst, "axes": res.axes, "median_err": med,
+                "slopes": slope, "nets": res.nets},
         plots=plots_,
         note="The next-layer expansion does not fix the flat-in-q error of (4.2): it is the same "
         "second-order term (the paper: 'it does not change the final result'). What the "
