@@ -12,12 +12,18 @@ and moved with ``xp.asarray`` (cupy generators are used directly on the device).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import array_api_compat
 import numpy as _np
 
+#: An array of any supported library (numpy, cupy, torch, array-api-strict, JAX).  The array
+#: libraries share no static type, so this is ``Any`` for the type checker; the name says what a
+#: parameter holds.
+Array: TypeAlias = Any
+
 __all__ = [
+    "Array",
     "namespace",
     "default_dtype",
     "to_numpy",
