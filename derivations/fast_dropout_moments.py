@@ -1,6 +1,6 @@
 r"""Moments of a unit's input under dropout: what fast dropout matches, and what it drops (F1).
 
-Wang & Manning 2013 (ICML), Sec. 2–3.  For ``s̃ = Σ_j w_j x_j m_j/(1−q) + b`` with
+Wang & Manning 2013 (ICML).  For ``s̃ = Σ_j w_j x_j m_j/(1−q) + b`` with
 ``m_j ~ Bernoulli(1−q)`` iid,
 
 .. math::
@@ -42,7 +42,7 @@ def derivation() -> Derivation:
         name="fast_dropout_moments",
         statement="s̃ = Σ w_j x_j m_j/(1−q) + b: mean wᵀx + b, variance (q/(1−q))Σw_j²x_j², "
                   "third cumulant q(2q−1)/(1−q)² Σ w_j³x_j³ (d = 3).",
-        source="Wang & Manning 2013 (ICML), Sec. 2–3 (the moments the Gaussian keeps)",
+        source="Wang & Manning 2013 (ICML), fast dropout (the moments the Gaussian keeps)",
         claims=("F1",),
         steps=steps,
         variables=(q, w, x, b),

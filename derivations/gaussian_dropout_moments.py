@@ -1,6 +1,6 @@
 r"""Gaussian dropout has the first two moments of Bernoulli dropout, hence the same ridge (G1).
 
-Srivastava et al. 2014 (JMLR) Sec. 10; Kingma, Salimans & Welling 2015 Sec. 3.  With
+Srivastava et al. 2014 (JMLR) Sec. 10; Kingma, Salimans & Welling 2015.  With
 ``ε ~ N(0, α)``, ``α = q/(1−q)`` (moments from :mod:`sympy.stats`) and the paper's ``η``:
 
 .. math:: E\varepsilon = E\eta = 0, \quad E\varepsilon^2 = E\eta^2 = \alpha, \quad
@@ -54,7 +54,7 @@ def derivation() -> Derivation:
         name="gaussian_dropout_moments",
         statement="ε ~ N(0, q/(1−q)): E ε = 0, E ε² = q/(1−q) = E η²; least squares (d = 2): "
                   "E_ε(y − wᵀ((1+ε)⊙x))² = (y − wᵀx)² + (q/(1−q))Σw_j²x_j², the Bernoulli ridge.",
-        source="Srivastava et al. 2014 (JMLR) Sec. 10; Kingma, Salimans & Welling 2015 Sec. 3",
+        source="Srivastava et al. 2014 (JMLR) Sec. 10; Kingma, Salimans & Welling 2015",
         claims=("G1",),
         steps=steps,
         variables=(q, y, w, x),

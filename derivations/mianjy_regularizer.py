@@ -1,6 +1,6 @@
 r"""Dropout on the hidden layer of a linear net: Σ_i ‖u_i‖²‖v_i‖² (M1), and last-layer dropout (K1).
 
-Mianjy, Arora & Vidal 2018 (ICML), Lemma 2.1: for ``f(x) = U diag(m/(1−q)) Vᵀ x`` with
+Mianjy, Arora & Vidal 2018 (ICML): for ``f(x) = U diag(m/(1−q)) Vᵀ x`` with
 ``m_i ~ Bernoulli(1−q)`` and dropcheck's loss ``½‖f − y‖²``,
 
 .. math:: E_m ½\|U \mathrm{diag}(m)/(1-q)\, V^\top x - y\|^2 - ½\|U V^\top x - y\|^2
@@ -10,9 +10,9 @@ and averaged over the inputs ``√d₁ e_j`` (``E[xxᵀ] = I``) it is ``½ (q/(1
 With ``a_i = ‖u_i‖‖v_i‖``, ``Σ_i a_i² − (Σ_i a_i)²/r = (1/r) Σ_{i<j} (a_i − a_j)² ≥ 0`` (shown
 for ``r = 2``): the regularizer is smallest when every ``a_i`` is equal (equalized), and then,
 since ``Σ_i a_i ≥ ‖M‖_*`` with equality at the balanced SVD factorization, it is
-``½ (q/(1−q)) ‖M‖_*²/r`` (their Theorem 2.3).  The same computation with ``Vᵀx`` replaced by any
-hidden vector ``h(x)`` is the last-layer explicit form of Arora, Bartlett, Mianjy & Srebro 2021
-(claim K1).  Derived for ``d₁ = d₂ = r = 2``.
+``½ (q/(1−q)) ‖M‖_*²/r`` (their characterization of the minimum).  The same computation with
+``Vᵀx`` replaced by any hidden vector ``h(x)`` is the last-layer explicit form of Arora,
+Bartlett, Mianjy & Srebro 2021 (claim K1).  Derived for ``d₁ = d₂ = r = 2``.
 """
 
 from __future__ import annotations
@@ -66,8 +66,7 @@ def derivation() -> Derivation:
         statement="Linear net x ↦ UVᵀx, hidden dropout, squared loss ½‖·‖², E[xxᵀ] = I "
                   "(d₁ = d₂ = r = 2): R_drop = ½(q/(1−q)) Σ_i ‖u_i‖²‖v_i‖²; per input "
                   "½(q/(1−q)) Σ_i ‖u_i‖²(v_iᵀx)² (last-layer form).",
-        source="Mianjy, Arora & Vidal 2018 (ICML), Lemma 2.1, Thm 2.3; Arora, Bartlett, Mianjy "
-               "& Srebro 2021 (ICML), Sec. 2",
+        source="Mianjy, Arora & Vidal 2018 (ICML); Arora, Bartlett, Mianjy & Srebro 2021 (ICML)",
         claims=("M1", "K1"),
         steps=steps,
         variables=(q, U, V),

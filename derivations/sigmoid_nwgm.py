@@ -1,6 +1,6 @@
 r"""One sigmoid unit: the normalized weighted geometric mean of the ensemble is σ(E[s]) (B1).
 
-Baldi & Sadowski 2013 (NeurIPS), Sec. 3, eqs. 11–12.  For ``O(m) = σ(s(m))`` with
+Baldi & Sadowski 2013 (NeurIPS, "Understanding Dropout").  For ``O(m) = σ(s(m))`` with
 ``s(m) = Σ_j w_j x_j m_j/(1−q) + b`` and mask probabilities ``P(m)``,
 
 .. math::
@@ -52,7 +52,7 @@ def derivation() -> Derivation:
         name="sigmoid_nwgm",
         statement="One sigmoid unit with input dropout (d = 2): NWGM = G/(G + G') = σ(wᵀx + b), "
                   "the deterministic unit with the expected input.",
-        source="Baldi & Sadowski 2013 (NeurIPS), Sec. 3, eqs. 11–12",
+        source="Baldi & Sadowski 2013 (NeurIPS), Understanding Dropout",
         claims=("B1",),
         steps=steps,
         variables=(w, x, b),

@@ -1,6 +1,6 @@
 r"""Logistic regression with input dropout: a label-free regularizer and its quadratic form (W1).
 
-Wager, Wang & Liang 2013, Sec. 2 (eqs. 3, 5–8).  With ``ℓ_y(s) = A(s) − y s``,
+Wager, Wang & Liang 2013 (NeurIPS).  With ``ℓ_y(s) = A(s) − y s``,
 ``A(s) = log(1 + e^s)`` and ``s̃ = Σ_j β_j x_j m_j/(1−q) + b`` (``m_j ~ Bernoulli(1−q)``):
 
 1. ``R_drop = E_m ℓ_y(s̃) − ℓ_y(s)`` does not depend on ``y`` (``E[s̃] = s``);
@@ -58,7 +58,7 @@ def derivation() -> Derivation:
         name="wager_quadratic",
         statement="Logistic regression, input dropout (d = 2): ∂R_drop/∂y = 0; the delta-method "
                   "term is ½A''(s)(q/(1−q))Σβ_j²x_j²; A'' = p(1−p) (Fisher-scaled ridge).",
-        source="Wager, Wang & Liang 2013 (NeurIPS), Sec. 2, eqs. 3, 5–8",
+        source="Wager, Wang & Liang 2013 (NeurIPS): GLM dropout as adaptive regularization",
         claims=("W1",),
         steps=steps,
         lhs=sp.Matrix([label_slope, second, a2]),

@@ -1,17 +1,17 @@
 r"""Sigmoid ensembles: the normalized weighted geometric mean (Baldi & Sadowski 2013).
 
-Baldi & Sadowski, "Understanding Dropout", NeurIPS 2013, Sec. 3–5 (and "The dropout learning
-algorithm", Artificial Intelligence 210, 2014, Sec. 5–6).  For one output ``O(m) = σ(s(m))`` of
+Baldi & Sadowski, "Understanding Dropout", NeurIPS 2013 (and "The dropout learning
+algorithm", Artificial Intelligence 210, 2014).  For one output ``O(m) = σ(s(m))`` of
 a network under dropout masks ``m`` with probabilities ``P(m)``, write
 
 .. math::
     E = \sum_m P(m)\, O(m), \quad G = \prod_m O(m)^{P(m)}, \quad
     G' = \prod_m (1 - O(m))^{P(m)}, \quad \mathrm{NWGM} = \frac{G}{G + G'} .
 
-Because ``log σ(s) − log(1 − σ(s)) = s``, ``NWGM = σ(E[s])`` exactly (their eq. 11–12): for one
+Because ``log σ(s) − log(1 − σ(s)) = s``, ``NWGM = σ(E[s])`` exactly: for one
 sigmoid unit with dropout on its inputs, the normalized geometric mean of the ensemble is the
 deterministic unit with expected (weight-scaled) input — the sigmoid counterpart of the softmax
-result (paper-notes L2).  Their bounds (Ky Fan inequality, Sec. 4): if every ``O(m) ≤ ½``,
+result (paper-notes L2).  Their bounds (from the Ky Fan inequality): if every ``O(m) ≤ ½``,
 
 .. math:: G \le \mathrm{NWGM} \le E,
 
@@ -21,7 +21,7 @@ to second order around ``E`` (``V = Var O``) gives the estimate (:func:`second_o
 .. math:: E - \mathrm{NWGM} \approx \frac{V (1 - 2E)}{2E(1-E) - V}.
 
 In a deep sigmoid network the deterministic forward pass with weight scaling applies the
-identity layer by layer as if ``E ≈ NWGM`` at every unit (their recursion, Sec. 5); its error
+identity layer by layer as if ``E ≈ NWGM`` at every unit (their recursion); its error
 against the true ensemble mean grows with depth (claim B1).  A "sigmoid output" here is class 1
 of a 2-class model: ``softmax(z)_1 = σ(z_1 − z_0)`` (:func:`dropcheck.fast_dropout.sigmoid_unit`).
 """
@@ -58,7 +58,7 @@ class SigmoidEnsemble:
 
 
 def nwgm(geo: Any, geo_complement: Any) -> Any:
-    """``G / (G + G')``: the normalized weighted geometric mean (Baldi & Sadowski, eq. 11)."""
+    """``G / (G + G')``: the normalized weighted geometric mean (Baldi & Sadowski 2013)."""
     return geo / (geo + geo_complement)
 
 

@@ -1,13 +1,13 @@
 r"""Fast dropout: the Gaussian (CLT) approximation of a unit's input (Wang & Manning 2013).
 
-Wang & Manning, "Fast dropout training", ICML 2013, Sec. 2–3.  With inverted input dropout
+Wang & Manning, "Fast dropout training", ICML 2013.  With inverted input dropout
 (keep probability ``1 − q``) the input of a sigmoid unit ``s = Σ_j w_j x̃_j + b`` is a sum of
 ``d`` independent terms; they replace it by a Gaussian with the same two moments
 
 .. math:: \mu = w^\top x + b, \qquad \sigma^2 = \frac{q}{1-q} \sum_j w_j^2 x_j^2
 
 (:func:`unit_moments`), integrate the sigmoid against it (:func:`predictive_mean`,
-``method="gaussian"``, Gauss–Hermite) or use the probit approximation (their eq. 8, after
+``method="gaussian"``, Gauss–Hermite) or use the probit approximation (after
 MacKay 1992)
 
 .. math:: E[\sigma(s)] \approx \sigma\big(\mu / \sqrt{1 + \pi\sigma^2/8}\big)
@@ -62,7 +62,7 @@ def unit_moments(model: Linear, x: Any, q: float) -> tuple[Any, Any]:
 
 
 def probit_sigmoid(mu: Any, var: Any) -> Any:
-    r"""``σ(μ / sqrt(1 + π σ²/8))`` (Wang & Manning 2013, eq. 8; MacKay 1992)."""
+    r"""``σ(μ / sqrt(1 + π σ²/8))`` (Wang & Manning 2013; MacKay 1992)."""
     xp = namespace(mu, var)
     t = mu / xp.sqrt(1.0 + math.pi * var / 8.0)
     return 1.0 / (1.0 + xp.exp(-t))

@@ -3,7 +3,7 @@ r"""Gaussian dropout: multiplicative ``N(1, q/(1−q))`` noise (Srivastava et al
 Srivastava, Hinton, Krizhevsky, Sutskever & Salakhutdinov, "Dropout: A Simple Way to Prevent
 Neural Networks from Overfitting", JMLR 2014, Sec. 10 ("Multiplicative Gaussian Noise");
 Kingma, Salimans & Welling, "Variational Dropout and the Local Reparameterization Trick", NeurIPS
-2015, Sec. 3.  ``h̃ = (1 + ε) ⊙ h`` with ``ε_k ~ N(0, α)``, ``α = q/(1−q)`` (:func:`variance`),
+2015.  ``h̃ = (1 + ε) ⊙ h`` with ``ε_k ~ N(0, α)``, ``α = q/(1−q)`` (:func:`variance`),
 has the first two moments of the paper's Bernoulli ``η``:
 
 .. math:: E\varepsilon = E\eta = 0, \qquad E\varepsilon^2 = E\eta^2 = \frac{q}{1-q},

@@ -1,24 +1,25 @@
 r"""Dropout in generalized linear models as adaptive regularization (Wager, Wang & Liang 2013).
 
-Wager, Wang & Liang, "Dropout Training as Adaptive Regularization", NeurIPS 2013, Sec. 2.
+Wager, Wang & Liang, "Dropout Training as Adaptive Regularization", NeurIPS 2013 (the GLM
+analysis: dropout as a data-adaptive quadratic penalty).
 For a GLM with log-partition ``A`` and natural parameter ``z = W x + b`` the loss is
 ``ℓ_y(z) = A(z) − ⟨y, z⟩`` (softmax regression: ``A = log Σ_c exp z_c``, one-hot ``y``;
 logistic regression is ``c = 2`` with ``z = (0, βᵀx)``).  Inverted dropout on the input keeps
-``E[z̃] = z``, so (their eq. 3)
+``E[z̃] = z``, so
 
 .. math::
     R_{drop}(x) = E_m[A(\tilde z)] - A(z)
 
 does not depend on the label: it can be estimated on unlabeled inputs
 (:func:`unlabeled_regularizer`).  Its delta-method (second-order) approximation is their
-quadratic regularizer (eq. 5–7)
+quadratic regularizer
 
 .. math::
     R^{q}(x) = \tfrac12 \big\langle \nabla^2 A(z),\ \mathrm{Cov}(\tilde z) \big\rangle,
     \qquad \mathrm{Cov}(\tilde z) = \frac{q}{1-q}\, W \mathrm{diag}(x^{\odot 2}) W^\top,
 
 (:func:`quadratic_regularizer`) which, summed over a data set, is the Fisher-scaled ridge
-(their eq. 8, ``δ = q/(1−q)``)
+(``δ = q/(1−q)``)
 
 .. math::
     \sum_i R^q(x_i) = \frac{\delta}{2} \sum_j W_{:,j}^\top
@@ -61,7 +62,7 @@ def log_partition(z: Any, xp: Any) -> Any:
 def unlabeled_regularizer(model: Linear, x: Any, q: float) -> Any:
     """``E_m[A(z̃)] − A(z)`` by exact enumeration of the input masks, without labels: ``(n,)``.
 
-    Wager et al. 2013, eq. 3: equals :func:`dropcheck.exact.explicit_regularizer` for every label
+    Wager et al. 2013: equals :func:`dropcheck.exact.explicit_regularizer` for every label
     because ``E[z̃_y] = z_y`` (claim W1).
     """
     _check_model(model, "unlabeled_regularizer")
@@ -101,7 +102,7 @@ def logit_covariance(model: Linear, x: Any, variance: float) -> Any:
 
 
 def quadratic_regularizer(model: Linear, x: Any, q: float) -> Any:
-    r"""Wager's quadratic regularizer ``½⟨∇²A(z), Cov(z̃)⟩`` per example, ``(n,)`` (eq. 5–7)."""
+    r"""Wager's quadratic regularizer ``½⟨∇²A(z), Cov(z̃)⟩`` per example, ``(n,)``."""
     q = check_q(q)
     xp = model.xp
     x2, single = model.check_x(x)
@@ -111,7 +112,7 @@ def quadratic_regularizer(model: Linear, x: Any, q: float) -> Any:
 
 
 def fisher_ridge(model: Linear, x: Any, q: float) -> Any:
-    r"""Fisher-scaled ridge ``(δ/2) Σ_j W_{:,j}ᵀ (Σ_i x_ij² ∇²A(z_i)) W_{:,j}`` (eq. 8), a scalar.
+    r"""Fisher-scaled ridge ``(δ/2) Σ_j W_{:,j}ᵀ (Σ_i x_ij² ∇²A(z_i)) W_{:,j}``, a scalar.
 
     Summed (not averaged) over the ``n`` examples of ``x``, as in Wager et al.; for logistic
     regression it is ``(δ/2) βᵀ diag(Xᵀ V X) β``.

@@ -1,15 +1,15 @@
 r"""Explicit regularizers that are exact: linear nets and last-layer dropout with squared loss.
 
-**Mianjy, Arora & Vidal 2018**, "On the Implicit Bias of Dropout", ICML 2018, Sec. 2–3.  A
+**Mianjy, Arora & Vidal 2018**, "On the Implicit Bias of Dropout", ICML 2018.  A
 network ``x ↦ U Vᵀ x`` with one hidden linear layer of width ``r`` (``U`` ``(d2, r)``, ``V``
 ``(d1, r)``, columns ``u_i``, ``v_i``), inverted dropout on the hidden units with drop
 probability ``q``, and the squared loss.  With dropcheck's loss ``½‖·‖²`` and inputs with
-``E[x xᵀ] = I`` (their Lemma 2.1, ``λ = q/(1−q)`` in their ``p = 1 − q``):
+``E[x xᵀ] = I`` (their explicit regularizer, ``λ = q/(1−q)`` in their ``p = 1 − q``):
 
 .. math:: R_{drop}(U, V) = \frac{1}{2}\,\frac{q}{1-q} \sum_{i=1}^r \|u_i\|^2 \|v_i\|^2
 
 (:func:`dropout_regularizer`).  Over all width-``r`` factorizations of a fixed ``M = U Vᵀ`` its
-minimum is (their Theorem 2.3 / eq. 5)
+minimum is (their main characterization)
 
 .. math:: \min_{U V^\top = M} R_{drop} = \frac{1}{2}\,\frac{q}{1-q}\,\frac{\|M\|_*^2}{r},
 
@@ -17,7 +17,7 @@ attained exactly at the *equalized* factorizations, ``‖u_i‖‖v_i‖ = ‖M�
 (:func:`min_regularizer`, :func:`equalize`).
 
 **Arora, Bartlett, Mianjy & Srebro 2021**, "Dropout: Explicit Forms and Capacity Control",
-ICML 2021, Sec. 2: when only the last hidden layer ``h`` of a deep network drops (any depth and
+ICML 2021: when only the last hidden layer ``h`` of a deep network drops (any depth and
 activation below it) and the loss is squared, the logits ``W_L(m ⊙ h)/(1−q) + b_L`` are affine in
 the mask and the explicit form is exact for every input:
 
@@ -63,7 +63,7 @@ def isotropic_inputs(d: int, xp: Any = None, dtype: Any = None) -> Any:
 
 
 def dropout_regularizer(U: Any, V: Any, q: float) -> Any:
-    r"""``½ (q/(1−q)) Σ_i ‖u_i‖² ‖v_i‖²`` (Mianjy et al. 2018, Lemma 2.1), a 0-d array."""
+    r"""``½ (q/(1−q)) Σ_i ‖u_i‖² ‖v_i‖²`` (Mianjy et al. 2018), a 0-d array."""
     q = check_q(q)
     xp, U, V = _check_uv(U, V)
     return 0.5 * (q / (1.0 - q)) * xp.sum(xp.sum(U * U, axis=0) * xp.sum(V * V, axis=0))
@@ -83,7 +83,7 @@ def equalize(U: Any, V: Any) -> tuple[Any, Any]:
     Start from the balanced SVD factorization ``U₀ = P S^{1/2}``, ``V₀ = Q S^{1/2}`` (so
     ``U₀ᵀU₀ = V₀ᵀV₀ = S``), then rotate both by one orthogonal ``Z`` (``U₀Z (V₀Z)ᵀ = M``) chosen
     with ``r − 1`` Givens rotations so that ``diag(Zᵀ S Z)`` is constant ``= tr S / r``:
-    ``‖u_i‖² = ‖v_i‖² = ‖M‖_*/r`` for every ``i`` (Mianjy et al. 2018, Sec. 3).
+    ``‖u_i‖² = ‖v_i‖² = ‖M‖_*/r`` for every ``i`` (Mianjy et al. 2018).
     """
     xp, U, V = _check_uv(U, V)
     r = U.shape[1]

@@ -121,8 +121,8 @@ def plot_b1(ctx: Context, path: Path | str) -> Path:
     statement="One sigmoid unit with input dropout: the normalized weighted geometric mean of all "
     "sub-network outputs equals σ(E[s]) (the weight-scaled unit) exactly; where every output is "
     "≤ ½ (≥ ½), G ≤ NWGM ≤ E (E ≤ NWGM ≤ 1 − G′)",
-    source="Baldi & Sadowski 2013 (NeurIPS), Sec. 3–4 (eqs. 11–12, Ky Fan bounds); 2014 (AIJ) "
-    "Sec. 5",
+    source="Baldi & Sadowski 2013 (NeurIPS, Understanding Dropout): NWGM identity and Ky Fan "
+    "bounds; 2014 (Artificial Intelligence)",
     kind="identity",
     rule=f"max |NWGM − σ(E s)| ≤ {_TOL:g}; bound violations ≤ {_TOL:g}; the second-order "
     "estimate and the deep-recursion error are reported",

@@ -118,7 +118,7 @@ def plot_f1(ctx: Context, path: Path | str) -> Path:
     statement="Fast dropout: the Gaussian (CLT) approximation of a logistic unit's input gives "
     "E[σ(s)] and the expected loss with error O(1/d) when the terms w_j x_j have random signs, "
     "O(1/√d) when aligned; the probit approximation adds a d-independent error",
-    source="Wang & Manning 2013 (ICML), Sec. 2–3, eq. 8 (probit: MacKay 1992)",
+    source="Wang & Manning 2013 (ICML), fast dropout; probit approximation after MacKay 1992",
     kind="approximation",
     rule=f"log-log slope of the RMS error (E[σ(s)] and loss, Gaussian integral) vs d within "
     f"±{_BAND:g} of −1 (random signs) and −½ (aligned)",

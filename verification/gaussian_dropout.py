@@ -47,7 +47,7 @@ def _eta_moment(k: int, q: float) -> float:
     statement="Gaussian dropout N(1, q/(1−q)) has the first two moments of Bernoulli inverted "
     "dropout, hence the same R_approx and, for least squares with a linear model, the same "
     "expected loss (ridge) exactly",
-    source="Srivastava et al. 2014 (JMLR) Sec. 10; Kingma, Salimans & Welling 2015 Sec. 3",
+    source="Srivastava et al. 2014 (JMLR) Sec. 10; Kingma, Salimans & Welling 2015",
     kind="identity",
     rule=f"max relative error ≤ {_TOL:g}: E[ε], E[ε²] vs E[η], E[η²]; Gaussian R (quadrature) "
     "vs exact Bernoulli R_drop of least squares, several q and shapes",

@@ -40,7 +40,7 @@ def _pooled(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _logistic_ridge(beta: np.ndarray, b: float, X: np.ndarray, q: float) -> float:
-    """Wager et al. eq. 8 for logistic regression, written out: δ/2 βᵀ diag(XᵀVX) β."""
+    """Wager et al.'s Fisher-scaled ridge for logistic regression: δ/2 βᵀ diag(XᵀVX) β."""
     p = 1.0 / (1.0 + np.exp(-(X @ beta + b)))
     v = p * (1 - p)
     return 0.5 * q / (1 - q) * float(np.sum(beta**2 * ((X**2).T @ v)))
@@ -51,7 +51,7 @@ def _logistic_ridge(beta: np.ndarray, b: float, X: np.ndarray, q: float) -> floa
     statement="GLM input dropout (softmax/logistic regression): R_drop = E[A(z̃)] − A(z) for every "
     "label (E[z̃_y] = z_y); Wager's quadratic regularizer ½⟨∇²A(z), Cov z̃⟩ = strength·R_approx "
     "= the Fisher-scaled ridge δ/2 βᵀdiag(XᵀVX)β",
-    source="Wager, Wang & Liang 2013 (NeurIPS), Sec. 2, eqs. 3, 5–8",
+    source="Wager, Wang & Liang 2013 (NeurIPS): GLM dropout as adaptive regularization",
     kind="identity",
     rule=f"max relative error ≤ {_TOL:g}: exact R_drop over every label vs the unlabeled form; "
     "quadratic vs strength·R_approx; summed quadratic vs Fisher ridge (and vs the logistic "
@@ -152,7 +152,7 @@ def plot_w2(ctx: Context, path: Path | str) -> Path:
     "W2",
     statement="Wager's quadratic (delta-method) regularizer approximates R_drop of a GLM with "
     "relative error O(s) in the weight scale s (O(s²) at q = ½, where E[η³] = 0)",
-    source="Wager, Wang & Liang 2013 (NeurIPS), Sec. 2.1 (second-order approximation)",
+    source="Wager, Wang & Liang 2013 (NeurIPS): the second-order (delta-method) approximation",
     kind="approximation",
     rule=f"log-log slope of the median relative error vs s ∈ [0.03, 0.3] ≥ {_MIN_SLOPE:g} for "
     f"q = 0.2, 0.8 and ≥ {_MIN_SLOPE_HALF:g} for q = ½",

@@ -120,7 +120,7 @@ def plot_m1(ctx: Context, path: Path | str) -> Path:
     statement="One hidden linear layer, squared loss, E[xxᵀ] = I: R_drop = ½(q/(1−q)) Σ_i "
     "‖u_i‖²‖v_i‖²; over factorizations of M = UVᵀ of width r its minimum ½(q/(1−q))‖M‖*²/r is "
     "attained at the equalized factorization, and local search never goes below it",
-    source="Mianjy, Arora & Vidal 2018 (ICML), Lemma 2.1, Theorem 2.3 / eq. 5 (with ½‖·‖²)",
+    source="Mianjy, Arora & Vidal 2018 (ICML), On the Implicit Bias of Dropout (with ½‖·‖²)",
     kind="identity",
     rule=f"rel. errors ≤ {_TOL:g} (exact R_drop vs closed form; at the equalized factorization vs "
     f"‖M‖*²/r; UVᵀ preserved); every local-search value ≥ bound·(1 − {_BELOW_TOL:g})",
@@ -149,7 +149,8 @@ def measure_m1(ctx: Context) -> Measurement:
     "K1",
     statement="Dropout only at the last hidden layer, squared loss: R_drop = ½(q/(1−q)) Σ_j "
     "‖W_{L,:,j}‖² h_j(x)² exactly, for any depth and activation below it",
-    source="Arora, Bartlett, Mianjy & Srebro 2021 (ICML), Sec. 2 (explicit regularizer)",
+    source="Arora, Bartlett, Mianjy & Srebro 2021 (ICML), Dropout: Explicit Forms and Capacity "
+    "Control",
     kind="identity",
     rule=f"max relative error ≤ {_TOL:g} over depths 1–4, tanh/relu/sigmoid/gelu, several q; "
     "the error when an earlier layer drops too is reported",
