@@ -50,13 +50,14 @@ def _units(ctx: Context, regime: str) -> tuple[list, list]:
 class _B1:
     identity: float
     bounds_violation: float
+    tightness: np.ndarray  # (E − NWGM)/(E − G) (≤ ½ regime) and mirrored: where in the bound
     est: np.ndarray  # (m, 2): (E − NWGM, second-order estimate) over all units and inputs
     depth_err: np.ndarray  # (len(depths), nets·n) |E − weight-scaled| of the output probability
     nets: int
 
 
 def _experiment(ctx: Context) -> _B1:
-    identity, viol, est = 0.0, 0.0, []
+    identity, viol, est, tight = 0.0, 0.0, [], []
     for regime in ("mixed", "low", "high"):
         for unit, x in zip(*_units(ctx, regime), strict=True):
             ens = ensembles.sigmoid_ensemble(unit, x, _Q)
@@ -68,9 +69,11 @@ def _experiment(ctx: Context) -> _B1:
                 # every sub-network output ≤ ½ (probabilities sum to 1 up to rounding)
                 assert np.all(np.asarray(ens.below_half) >= 1 - 1e-12)
                 viol = max(viol, float(np.max(g - nw)), float(np.max(nw - e)))
+                tight.append((e - nw) / (e - g))
             elif regime == "high":
                 assert np.all(np.asarray(ens.above_half) >= 1 - 1e-12)
                 viol = max(viol, float(np.max(e - nw)), float(np.max(nw - (1 - gc))))
+                tight.append((nw - e) / (1 - gc - e))
             est.append(np.stack([e - nw, np.asarray(
                 ensembles.second_order_gap(ens.mean, ens.var))], axis=1))
     nets, n = (4, 4) if ctx.quick else (16, 8)
@@ -85,7 +88,7 @@ def _experiment(ctx: Context) -> _B1:
             e = np.asarray(ensembles.sigmoid_ensemble(net, x, _Q).mean)
             ws = np.asarray(classical.weight_scaled_predict(net, x, _Q))[:, 1]
             depth_err[i, r * n:(r + 1) * n] = np.abs(e - ws)
-    return _B1(identity, viol, np.concatenate(est), depth_err, nets)
+    return _B1(identity, viol, np.concatenate(tight), np.concatenate(est), depth_err, nets)
 
 
 def _draw(res: _B1, path: Path | str) -> Path:
@@ -139,11 +142,14 @@ def measure_b1(ctx: Context) -> Measurement:
         plots_.append(str(_draw(res, path)))
     return Measurement(
         figure=f"identity max |Δ| {fmt(res.identity)}; bound violation "
-        f"{fmt(max(res.bounds_violation, 0.0))}; second-order estimate median rel. error "
+        f"{fmt(max(res.bounds_violation, 0.0))} ((E − NWGM)/(E − G), 1 = NWGM at G: median "
+        f"{float(np.median(res.tightness)):.3f}, min {float(np.min(res.tightness)):.3f}); "
+        "second-order estimate median rel. error "
         f"{fmt(est_err)}; recursion error median by depth "
         + "/".join(fmt(float(v)) for v in med),
         passed=res.identity <= _TOL and res.bounds_violation <= _TOL,
         values={"identity_max_abs": res.identity, "bounds_max_violation": res.bounds_violation,
+                "ky_fan_fraction_median": float(np.median(res.tightness)),
                 "second_order_median_rel_error": est_err, "depths": _DEPTHS,
                 "recursion_median_abs_error": med,
                 "recursion_max_abs_error": np.max(res.depth_err, axis=1)},
