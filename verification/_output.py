@@ -153,19 +153,27 @@ def print_matrix(mm: dict[str, Any], out: TextIO) -> None:
 _START, _END = "<!-- mutation-matrix:start -->", "<!-- mutation-matrix:end -->"
 
 
-def matrix_markdown(mm: dict[str, Any], *, mode: str) -> str:
-    """The claim × mutant matrix as a markdown table (rows: mutants; columns: claims)."""
+def matrix_markdown(mm: dict[str, Any], *, mode: str,
+                    baseline: dict[str, str] | None = None) -> str:
+    """The claim × mutant matrix as markdown: one row per mutant, then one row per claim.
+
+    ``baseline`` maps claim IDs to their verdicts on the correct library.
+    """
     s = mm["summary"]
-    claims: list[str] = []
-    for cells in mm["matrix"].values():
-        claims += [c for c in cells if c not in claims]
-    head = "| mutant | what is wrong | " + " | ".join(claims) + " | caught |"
-    rows = [head, "|" + "---|" * (len(claims) + 3)]
+    rows = ["| mutant | what is wrong | verdicts of the claims it names, under the mutant "
+            "| caught |", "|---|---|---|---|"]
     for name, cells in mm["matrix"].items():
-        row = [f"`{name}`", s["descriptions"].get(name, "")]
-        row += [cells.get(c, "") for c in claims]
-        row.append("yes" if s["caught_by"].get(name) else "**no**")
-        rows.append("| " + " | ".join(row) + " |")
+        verdicts = ", ".join(f"{c} {v}" for c, v in cells.items())
+        caught = "yes" if s["caught_by"].get(name) else "**no**"
+        rows.append(f"| `{name}` | {s['descriptions'].get(name, '')} | {verdicts} | {caught} |")
+    by_claim: dict[str, list[str]] = {}
+    for name, claims in s["caught_by"].items():
+        for c in claims:
+            by_claim.setdefault(c, []).append(name)
+    rows += ["", "| claim | on the correct library | mutants it catches |", "|---|---|---|"]
+    for c in s["claims_judged"]:
+        names = ", ".join(f"`{n}`" for n in by_claim.get(c, [])) or "**none**"
+        rows.append(f"| {c} | {(baseline or {}).get(c, '')} | {names} |")
     foot = (f"\n{s['mutants']} mutants, {s['mutants'] - len(s['uncaught_mutants'])} caught; "
             f"{len(s['claims_judged'])} non-empirical claims pass or deviate on the correct "
             "library, "
@@ -181,13 +189,14 @@ def matrix_markdown(mm: dict[str, Any], *, mode: str) -> str:
     return "\n".join(rows) + "\n" + foot + "\n"
 
 
-def write_matrix_markdown(mm: dict[str, Any], path: str, *, mode: str) -> None:
+def write_matrix_markdown(mm: dict[str, Any], path: str, *, mode: str,
+                          baseline: dict[str, str] | None = None) -> None:
     """Replace the table between the mutation-matrix markers of ``path`` (append if absent)."""
     from pathlib import Path
 
     p = Path(path)
     text = p.read_text() if p.exists() else ""
-    block = f"{_START}\n{matrix_markdown(mm, mode=mode)}{_END}"
+    block = f"{_START}\n{matrix_markdown(mm, mode=mode, baseline=baseline)}{_END}"
     if _START in text and _END in text:
         pre, rest = text.split(_START, 1)
         text = pre + block + rest.split(_END, 1)[1]

@@ -95,22 +95,42 @@ def clear_caches() -> None:
                 clear()
 
 
+def _measure_one(c: Claim, ctx: Context) -> tuple[Measurement, float]:
+    """Claim ``c``'s measurement and its seconds; a measurement that raises becomes an error."""
+    t0 = time.perf_counter()
+    try:
+        m = c.measure(ctx)
+    except Exception as exc:  # a crash is reported in the table, and fails the run
+        m = Measurement(figure=f"error: {type(exc).__name__}: {exc}", passed=False)
+        m.note = traceback.format_exc()
+        m.values["error"] = True
+    return m, time.perf_counter() - t0
+
+
+def _measure_by_id(claim_id: str, ctx: Context) -> tuple[Measurement, float]:
+    """What a worker of ``measure(…, executor=…)`` runs: the claim named ``claim_id``."""
+    return _measure_one(select([claim_id])[0], ctx)
+
+
 def measure(claims: Iterable[Claim], ctx: Context,
             on_done: Callable[[Row], None] | None = None,
-            on_start: Callable[[Claim], None] | None = None) -> list[Row]:
-    """Measure ``claims`` in order; a measurement that raises becomes an ERROR row."""
+            on_start: Callable[[Claim], None] | None = None,
+            executor: Any = None) -> list[Row]:
+    """Measure ``claims`` in order; a measurement that raises becomes an ERROR row.
+
+    With ``executor`` (a :mod:`dropcheck.parallel` executor: ``verify -j N`` or
+    ``--scheduler``) every claim is one task on the workers; rows come back in catalogue order
+    and equal the serial ones (each claim seeds its own generators, ``Context.rng``).
+    """
+    claims = list(claims)
+    futures = None if executor is None else [
+        executor.submit(_measure_by_id, c.id, ctx) for c in claims]
     rows = []
-    for c in claims:
+    for i, c in enumerate(claims):
         if on_start is not None:
             on_start(c)
-        t0 = time.perf_counter()
-        try:
-            m = c.measure(ctx)
-        except Exception as exc:  # a crash is reported in the table, and fails the run
-            m = Measurement(figure=f"error: {type(exc).__name__}: {exc}", passed=False)
-            m.note = traceback.format_exc()
-            m.values["error"] = True
-        row = Row(c, m, verdict_of(c.kind, m), time.perf_counter() - t0)
+        m, seconds = _measure_one(c, ctx) if futures is None else futures[i].result()
+        row = Row(c, m, verdict_of(c.kind, m), seconds)
         rows.append(row)
         if on_done is not None:
             on_done(row)
@@ -144,6 +164,7 @@ def run(
     mutants: bool = False,
     compare: str | Path | None = None,
     matrix_markdown: str | Path | None = None,
+    executor: Any = None,
 ) -> int:
     """Measure the claims ``ids`` (all when None); print them; return the exit status.
 
@@ -152,7 +173,9 @@ def run(
     also when a mutant is caught by no claim or a non-empirical claim catches no mutant; with
     ``compare`` (an earlier JSON report) also when a verdict regressed.  0 otherwise.
     ``matrix_markdown`` (with ``mutants``) writes the matrix as a markdown table into that file,
-    between its ``<!-- mutation-matrix:start/end -->`` markers.
+    between its ``<!-- mutation-matrix:start/end -->`` markers.  ``executor`` (a
+    :mod:`dropcheck.parallel` executor) measures the claims in parallel, one task each; the
+    report is the same (timings aside).
     """
     from dropcheck.verification import _output
 
@@ -161,7 +184,7 @@ def run(
     ctx = Context(quick=quick, seed=seed, outdir=Path(outdir) if outdir else None)
     start = time.perf_counter()
     with _output.Progress(len(claims), enabled=progress) as bar:
-        rows = measure(claims, ctx, on_done=bar.done, on_start=bar.start)
+        rows = measure(claims, ctx, on_done=bar.done, on_start=bar.start, executor=executor)
     total = time.perf_counter() - start
     _output.print_rows(rows, out, verbose=verbose)
     status = 0
@@ -185,7 +208,8 @@ def run(
         _output.print_matrix(mm, out)
         if matrix_markdown is not None:
             _output.write_matrix_markdown(mm, str(matrix_markdown),
-                                          mode="quick" if quick else "full")
+                                          mode="quick" if quick else "full",
+                                          baseline={r.claim.id: r.verdict for r in rows})
         if mm["summary"]["uncaught_mutants"] or mm["summary"]["claims_catching_nothing"]:
             status = 1
     if compare is not None:
