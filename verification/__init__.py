@@ -1,6 +1,8 @@
 """Verification suites: one module per claim family of ``paper-notes.md``.
 
-``run`` measures the registered claims and prints the table that ``dropcheck verify`` shows.
+``run`` measures the registered claims and prints the lines that ``dropcheck verify`` shows;
+``all_mutants`` lists the deliberately wrong library pieces of ``dropcheck verify --mutants``
+(:mod:`dropcheck.verification.mutants`, ``docs/verification.md``).
 """
 
 from dropcheck.verification._registry import (
@@ -13,5 +15,7 @@ from dropcheck.verification._registry import (
     plot,
 )
 from dropcheck.verification._runner import run
+from dropcheck.verification.mutants import Mutant, all_mutants
 
-__all__ = ["Claim", "Context", "Measurement", "all_claims", "all_plots", "claim", "plot", "run"]
+__all__ = ["Claim", "Context", "Measurement", "Mutant", "all_claims", "all_mutants", "all_plots",
+           "claim", "plot", "run"]
