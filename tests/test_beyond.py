@@ -374,3 +374,12 @@ def test_beyond_numerics_run_on_every_backend(xp_case):
     ]
     for ref, got in cases:  # the same float64 operations: rounding only
         np.testing.assert_allclose(to_numpy(got), np.asarray(ref), rtol=1e-12, atol=1e-15)
+
+
+def test_docs_example_runs():
+    """The Python example of docs/beyond.md runs as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "beyond.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "docs/beyond.md", "exec"), {})
