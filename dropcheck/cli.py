@@ -5,12 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from dropcheck.parallel import from_options
     from dropcheck.verification import run
 
     ids = [i for s in (args.only or []) for i in s.split(",") if i]
+    executor = from_options(args.jobs, args.scheduler, timeout=args.scheduler_timeout)
+    try:
+        return _run_verify(run, ids, args, executor)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def _run_verify(run: Any, ids: list[str], args: argparse.Namespace, executor: Any) -> int:
     return run(
         ids or None,
         quick=args.quick,
@@ -23,6 +34,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         mutants=args.mutants,
         compare=args.compare,
         matrix_markdown=args.matrix_md,
+        executor=executor,
     )
 
 
@@ -85,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--compare", metavar="OLD.json",
                    help="print verdict changes and moved figures against an earlier report; "
                    "exit non-zero on a verdict regression")
+    par = v.add_mutually_exclusive_group()
+    par.add_argument("-j", "--jobs", type=int, metavar="N",
+                     help="measure the claims in N local processes (same JSON; docs/parallel.md)")
+    par.add_argument("--scheduler", metavar="ADDRESS",
+                     help="measure the claims on the Dask cluster at ADDRESS (needs "
+                          "dropcheck[dask]; same JSON)")
+    v.add_argument("--scheduler-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for the scheduler before a clear error (default 10)")
     v.set_defaults(func=_cmd_verify)
 
     pl = sub.add_parser("plot", help="make one approximation-error plot")
@@ -113,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ConnectionError) as exc:  # ConnectionError: --scheduler
         print(f"dropcheck {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -174,6 +174,15 @@ def _fast_plan(
     return fp
 
 
+def _sharded_decoder(model: Model, fp: Any, qd: dict[str, float], executor: Any) -> bool:
+    """An executor is in effect and one wide decoder site can be sharded by mask index."""
+    if _engine.active_executor(executor) is None:
+        return False
+    from dropcheck.parallel import split_applies
+
+    return split_applies(model, fp, qd)
+
+
 def expected_loss(
     model: Model,
     x: Any,
@@ -199,6 +208,12 @@ def expected_loss(
     xp = model.xp
     fp = _fast_plan(model, names, qd, method, max_masks, "expected_loss")
     if fp is not None:
+        if _sharded_decoder(model, fp, qd, executor):  # docs/parallel.md
+            from dropcheck.parallel import split_decoder_loss
+
+            return _squeeze(split_decoder_loss(
+                model, x2, y2, qd, fp, clean=False, chunk_size=chunk_size,
+                executor=_engine.get_executor(executor)), single)
         return _squeeze(_fastenum.expected_loss(model, x2, y2, qd, fp, chunk_size=chunk_size,
                                                 executor=executor), single)
     (s,) = expectation(
@@ -230,6 +245,12 @@ def explicit_regularizer(
     y2 = model.check_y(y, x2.shape[0])
     xp = model.xp
     fp = _fast_plan(model, names, qd, method, max_masks, "explicit_regularizer")
+    if fp is not None and _sharded_decoder(model, fp, qd, executor):  # docs/parallel.md
+        from dropcheck.parallel import split_decoder_loss
+
+        return _squeeze(split_decoder_loss(
+            model, x2, y2, qd, fp, clean=True, chunk_size=chunk_size,
+            executor=_engine.get_executor(executor)), single)
     if fp is not None:
         r = _fastenum.expected_loss(model, x2, y2, qd, fp, clean=True, chunk_size=chunk_size,
                                     executor=executor)

@@ -170,6 +170,13 @@ class _Sharded(Executor):
         """Each shard's tree nodes (:func:`dropcheck._engine.block_nodes`), in chunk order."""
         return self._run(fn, items, nodes=True)
 
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on a worker (``fn`` importable there); a future with ``result()``.
+
+        For coarse tasks that are not chunks (e.g. ``dropcheck verify -j``: one claim each).
+        """
+        raise NotImplementedError
+
     def __enter__(self) -> _Sharded:
         return self
 
@@ -227,6 +234,10 @@ class ProcessExecutor(_Sharded):
 
     def _result(self, handle: Any) -> list[Any]:
         return handle.result()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a worker process: a ``concurrent.futures.Future``."""
+        return self._ensure().submit(fn, *args)
 
     def close(self) -> None:
         """Shut the worker processes down."""
@@ -291,6 +302,10 @@ class DaskExecutor(_Sharded):
     def _result(self, handle: Any) -> list[Any]:
         return handle.result()
 
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` as one task of the cluster (impure: always run): a Dask future."""
+        return self.client.submit(fn, *args, pure=False)
+
     def close(self) -> None:
         """Close the client if this executor opened it (:meth:`connect`)."""
         if self._close_client:
@@ -298,6 +313,76 @@ class DaskExecutor(_Sharded):
 
     def __repr__(self) -> str:
         return f"DaskExecutor({self.client!r})"
+
+
+# ----- a decoder site sharded by mask index -----
+
+#: Units of a decoder site the factorized kernel enumerates per engine chunk when an executor
+#: shards it: the site's top ``d − 20`` units are the engine's (one chunk per prefix mask), so
+#: each chunk is ``2^20`` masks per example (milliseconds: the per-call set-up is amortised).
+SPLIT_INNER_BITS = 20
+
+
+def split_applies(model: Any, fp: Any, qd: Any) -> bool:
+    """Whether :func:`split_decoder_loss` applies to the fast plan ``fp``.
+
+    One cross-entropy decoder site (no other site dropping), wider than
+    :data:`SPLIT_INNER_BITS`, rows without tokens.
+    """
+    from dropcheck.losses import CrossEntropy
+
+    feed = fp.feed
+    return (fp.method == "factorized" and not fp.outer and not feed.tokens
+            and isinstance(feed.token_loss, CrossEntropy)
+            and model.widths[fp.site] > SPLIT_INNER_BITS)
+
+
+def split_decoder_loss(model: Any, x2: Any, y2: Any, qd: Any, fp: Any, *, clean: bool,
+                       chunk_size: int | None, executor: Executor) -> Any:
+    r"""``E_η ℓ`` (minus ``ℓ(F(x))`` with ``clean``) per example ``(n,)``, sharded by mask.
+
+    With ``t = d − SPLIT_INNER_BITS``, mask ``m = m_in + 2^{d−t} m_top``: the engine enumerates
+    the top ``t`` units (chunk ``c`` = prefix mask ``c``, so a chunk is a range of mask indices)
+    and, per prefix ``η_top`` and example, the factorized kernel enumerates the other units of
+
+    .. math:: z(m) = W_{in}((1+η_{in})⊙h_{in}) + \big(b + W_{top}((1+η_{top})⊙h_{top})\big),
+
+    a decoder site of width ``d − t`` with the bracket as its bias;
+    ``E ℓ = Σ_top p(top) E_in ℓ``, reduced by the engine's tree: bit-identical for every
+    executor and worker count (it differs from the unsplit kernel by rounding only).
+    """
+    from dropcheck import _engine, _fastenum
+
+    xp = model.xp
+    feed = fp.feed
+    q = qd[fp.site]
+    W, b = feed.W, feed.b
+    d = W.shape[1]
+    inner = SPLIT_INNER_BITS
+    h = model.site_values(model.trace(x2))[fp.site][0, ...]  # (n, d): no other site drops
+    n = h.shape[0]
+    if clean:
+        shift = feed.token_loss.value(model.trace(x2).logits[0, ...], y2)
+    else:
+        shift = xp.zeros((n,), dtype=model.dtype)
+    budget = chunk_size or _engine.chunk_items(W.shape[0], budget=_engine.CACHE_BYTES)
+    W_in, W_top = W[:, :inner], W[:, inner:]
+    h_in, h_top = h[:, :inner], h[:, inner:]
+
+    def fn(eta: Any, prob: Any) -> Any:
+        top = eta["top"]  # (B, t)
+        out = []
+        for k in range(top.shape[0]):
+            o = ((1.0 + top[k, None, :]) * h_top) @ W_top.T  # (n, c): the prefix's logits
+            out.append(xp.concat([
+                _fastenum._factorized_ce_rows(xp, h_in[r : r + 1, :], W_in, b + o[r, :],
+                                              y2[r : r + 1], shift[r : r + 1], q, budget)
+                for r in range(n)]))
+        return xp.tensordot(prob, xp.stack(out), axes=1)
+
+    t = d - inner
+    return _engine.enumerate_sum({"top": t}, {"top": q}, fn, chunk_size=1, max_masks=2**t,
+                                 xp=xp, dtype=model.dtype, executor=executor)
 
 
 def from_options(jobs: int | None = None, scheduler: str | None = None,

@@ -176,8 +176,8 @@ def test_using_selects_the_executor_and_restores(problem, processes):
 
 
 def _mc(net, x, y, e, **kw):
-    out = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=900, seed=7, chunk_size=64,
-                                      executor=e, **kw)
+    out = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=900, rng=np.random.default_rng(7),
+                                      chunk_size=64, executor=e, **kw)
     return out.value, out.stderr
 
 
@@ -192,10 +192,9 @@ def test_monte_carlo_is_the_same_on_every_executor(problem, processes, dask_clie
     with using(processes):  # the block's executor selects keyed streams too
         got = _mc(net, x, y, None)
     assert np.array_equal(got[0], ref[0])
-    g = dc.montecarlo.expected_gradient(net, x, y, 0.3, samples=300, seed=2, chunk_size=50,
-                                        executor=processes)
-    g0 = dc.montecarlo.expected_gradient(net, x, y, 0.3, samples=300, seed=2, chunk_size=50,
-                                         executor=SerialExecutor())
+    g, g0 = (dc.montecarlo.expected_gradient(net, x, y, 0.3, samples=300, chunk_size=50,
+                                             rng=np.random.default_rng(2), executor=e)
+             for e in (processes, SerialExecutor()))
     assert np.array_equal(g.value, g0.value)
 
 
@@ -207,7 +206,7 @@ def test_keyed_streams_are_spawned_children_and_estimate_the_exact_value(problem
         assert np.array_equal(a, np.random.default_rng(kids[i]).random(5))
     net, x, y = problem
     exact = dc.exact.expected_loss(net, x, y, 0.3)
-    est = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=4000, seed=5,
+    est = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=4000, rng=np.random.default_rng(5),
                                       executor=SerialExecutor())
     # |z| < 4.5 per example: a false alarm ~7e-6 each (normal tails; 4000 draws)
     assert np.all(np.abs(est.value - exact) < 4.5 * est.stderr)
@@ -221,9 +220,10 @@ def test_keyed_streams_are_spawned_children_and_estimate_the_exact_value(problem
 def test_sequential_draws_ignore_a_using_block(problem, processes):
     # the default one-generator streams (every verify figure) stay the same inside a block
     net, x, y = problem
-    outside = dc.implicit.xi_approx(net, x, y, 0.3, np.random.default_rng(1), draws=70, chunk=16)
+    outside = dc.implicit.xi_approx(net, x, y, 0.3, rng=np.random.default_rng(1), samples=70,
+                                    chunk=16)
     with using(processes):
-        inside = dc.implicit.xi_approx(net, x, y, 0.3, np.random.default_rng(1), draws=70,
+        inside = dc.implicit.xi_approx(net, x, y, 0.3, rng=np.random.default_rng(1), samples=70,
                                        chunk=16)
     assert np.array_equal(inside, outside)
 
@@ -310,3 +310,54 @@ def test_parallel_module_imports_no_dask():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def _report(path):
+    import json
+
+    rep = json.loads(path.read_text())
+    return [{k: v for k, v in c.items() if k not in ("seconds", "plots")} for c in rep["claims"]]
+
+
+def test_verify_in_processes_writes_the_same_report(tmp_path, processes):
+    import io
+
+    from dropcheck.verification import run
+
+    ids = ["K1", "M1", "E2"]
+    assert run(ids, quick=True, json_path=tmp_path / "s.json", progress=False,
+               stream=io.StringIO()) == 0
+    assert run(ids, quick=True, json_path=tmp_path / "p.json", progress=False,
+               stream=io.StringIO(), executor=processes) == 0
+    assert _report(tmp_path / "p.json") == _report(tmp_path / "s.json")
+
+
+def test_verify_cli_names_an_unreachable_scheduler(capsys):
+    pytest.importorskip("distributed")
+    from dropcheck.cli import main
+
+    status = main(["verify", "--quick", "--only", "K1", "--scheduler", "tcp://127.0.0.1:9",
+                   "--scheduler-timeout", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "tcp://127.0.0.1:9" in err and "1 s time-out" in err
+
+
+def test_a_wide_decoder_site_is_sharded_by_mask_index(monkeypatch, processes, dask_client):
+    # a decoder site wider than SPLIT_INNER_BITS: its top units become engine chunks (4 units
+    # stay in the kernel here, so width 7 has 8 chunks)
+    monkeypatch.setattr(dc.parallel, "SPLIT_INNER_BITS", 4)
+    net = dc.MLP.random([5, 7, 4], activation="tanh", sites=("h1",), seed=3)
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((3, 5)), rng.integers(0, 4, 3)
+    batched = dc.exact.expected_loss(net, x, y, 0.4, method="batched")
+    serial = dc.exact.expected_loss(net, x, y, 0.4, executor=SerialExecutor())
+    # the split sums 2^7 masks in another order than the batched engine: a few eps of the
+    # O(1) losses (float64)
+    np.testing.assert_allclose(serial, batched, rtol=1e-13)
+    for ex in (processes, DaskExecutor(dask_client, shard_chunks=3), _ShuffledInProcess(2, 0)):
+        assert np.array_equal(dc.exact.expected_loss(net, x, y, 0.4, executor=ex), serial)
+    r = dc.exact.explicit_regularizer(net, x, y, 0.4, executor=processes)
+    r_batched = dc.exact.explicit_regularizer(net, x, y, 0.4, method="batched")
+    # R_drop is a difference of O(1) losses: absolute rounding a few eps
+    np.testing.assert_allclose(r, r_batched, rtol=0, atol=1e-14)
