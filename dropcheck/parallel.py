@@ -318,9 +318,10 @@ class DaskExecutor(_Sharded):
 # ----- a decoder site sharded by mask index -----
 
 #: Units of a decoder site the factorized kernel enumerates per engine chunk when an executor
-#: shards it: the site's top ``d − 20`` units are the engine's (one chunk per prefix mask), so
-#: each chunk is ``2^20`` masks per example (milliseconds: the per-call set-up is amortised).
-SPLIT_INNER_BITS = 20
+#: shards it: the site's top ``d − 22`` units are the engine's (one chunk per prefix mask), so
+#: each chunk is ``2^22`` masks per example (tens of milliseconds: the kernel's set-up per
+#: call, about 3 ms, is amortised).
+SPLIT_INNER_BITS = 22
 
 
 def split_applies(model: Any, fp: Any, qd: Any) -> bool:

@@ -1,0 +1,88 @@
+"""Benchmark 5: parallel efficiency of a wide decoder-site enumeration (dropcheck.parallel).
+
+One job — ``dc.exact.expected_loss`` of MLP [16, d, 10] (tanh, site h1 feeding the decoder),
+two examples, q = ½, sharded by mask index (:func:`dropcheck.parallel.split_decoder_loss`) —
+timed in the same run, alternating, on: the serial executor in this process; one spawned
+worker process; two; and a Dask ``LocalCluster`` with two single-threaded worker processes.
+Workers are started (and import dropcheck) before the timing.  Reported:
+
+- ``1 process / 2 processes``: the time on one worker over the time on two (goal ≥ 1.8);
+- the Dask efficiency ``serial / (2 · LocalCluster(2))`` (goal ≥ 0.8);
+- per-worker throughput (masks · examples per second, serial), the input of the scale-out
+  table in docs/parallel.md.
+
+Every parallel result is checked bit-identical to the serial one.  The ratios need two idle
+cores: on a shared machine the load average (in the machine table) says how far they were.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from dropcheck.benchmarks._harness import Row, compare
+
+import dropcheck as dc
+from dropcheck.parallel import SPLIT_INNER_BITS, DaskExecutor, ProcessExecutor, SerialExecutor
+
+#: Site width per mode: 28 is the issue's job (a few seconds per call on one core).
+WIDTHS = {"smoke": SPLIT_INNER_BITS + 1, "quick": 26, "full": 28}
+
+
+def available() -> str | None:
+    """Why the benchmark cannot run here (None when it can)."""
+    try:
+        import dask.distributed  # noqa: F401
+    except ImportError:
+        return "parallel: dask.distributed is not installed (pip install 'dropcheck[dask]')"
+    return None
+
+
+def _job(d: int) -> tuple[Any, Any, Any]:
+    net = dc.MLP.random([16, d, 10], activation="tanh", sites=("h1",), seed=0)
+    rng = np.random.default_rng(1)
+    return net, rng.standard_normal((2, 16)), rng.integers(0, 10, 2)
+
+
+def run(mode: str, repeats: int, threads: int | None = None) -> list[Row]:
+    """Rows of benchmark 5 (``mode``: ``smoke``, ``quick`` or ``full``)."""
+    from dask.distributed import Client, LocalCluster
+
+    d = WIDTHS[mode]
+    net, x, y = _job(d)
+    masks = x.shape[0] * 2**d
+
+    def call(ex: Any) -> Any:
+        return dc.exact.expected_loss(net, x, y, 0.5, max_masks=2**d, executor=ex)
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=":0")
+    client = Client(cluster)
+    try:
+        with ProcessExecutor(1).warm() as p1, ProcessExecutor(2).warm() as p2:
+            dk = DaskExecutor(client)
+            serial = SerialExecutor()
+            ref = call(serial)
+            same = all(np.array_equal(call(e), ref) for e in (p1, p2, dk))
+            t = compare({"serial": lambda: call(serial), "1 process": lambda: call(p1),
+                         "2 processes": lambda: call(p2), "dask 2": lambda: call(dk)},
+                        repeats)
+    finally:
+        client.close()
+        cluster.close()
+    common = {"width": d, "masks": masks, "bit_identical": same, "serial_s": t["serial"],
+              "one_process_s": t["1 process"], "two_processes_s": t["2 processes"],
+              "dask_two_s": t["dask 2"], "per_worker_masks_per_s": masks / t["serial"],
+              "load_average_at_start": load, "cores": os.cpu_count()}
+    ratio = t["1 process"] / t["2 processes"]
+    eff = t["serial"] / (2 * t["dask 2"])
+    return [
+        Row("parallel", f"decoder site, width {d}: 2 processes vs 1", t["2 processes"],
+            t["1 process"], ratio, {**common, "efficiency": ratio / 2},
+            "" if same else "RESULTS DIFFER between executors"),
+        Row("parallel", f"decoder site, width {d}: Dask LocalCluster(2) vs serial",
+            t["dask 2"], t["serial"], t["serial"] / t["dask 2"], {**common, "efficiency": eff},
+            "" if same else "RESULTS DIFFER between executors"),
+    ]
