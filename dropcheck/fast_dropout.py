@@ -15,7 +15,9 @@ MacKay 1992)
 (:func:`probit_sigmoid`).  The expected logistic loss ``E[log(1+e^s) − y s]`` is approximated
 the same way (:func:`expected_logistic_loss`).  :func:`sigmoid_unit` builds the 2-class
 :class:`~dropcheck.Linear` whose class-1 probability is ``σ(s)`` and whose cross-entropy is the
-logistic loss, so exact values come from :mod:`dropcheck.exact` (claim F1).
+logistic loss, so exact values come from :mod:`dropcheck.exact` (claim F1).  For a softmax
+layer the logits are replaced by a Gaussian vector with their mean and covariance
+``(q/(1−q)) W diag(x²) Wᵀ`` (:func:`softmax_predictive_mean`, the multi-class form).
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from dropcheck import glm
 from dropcheck._validate import check_q
 from dropcheck.backend import namespace
+from dropcheck.losses import softmax
 from dropcheck.models.linear import Linear
 from dropcheck.quadrature import gaussian_expectation
 
 __all__ = ["sigmoid_unit", "unit_moments", "probit_sigmoid", "predictive_mean",
-           "expected_logistic_loss"]
+           "expected_logistic_loss", "softmax_predictive_mean"]
 
 
 def sigmoid_unit(w: Any, b: float = 0.0) -> Linear:
@@ -50,7 +54,7 @@ def _unit(model: Linear) -> tuple[Any, Any]:
     return W[1, :] - W[0, :], b[1] - b[0]
 
 
-def unit_moments(model: Linear, x: Any, q: float) -> tuple[Any, Any]:
+def unit_moments(model: Linear, x: Any, q: float, /) -> tuple[Any, Any]:
     """Mean ``μ`` and variance ``σ² = (q/(1−q)) Σ_j w_j² x_j²`` of ``s`` under dropout, ``(n,)``."""
     q = check_q(q)
     xp = model.xp
@@ -73,7 +77,7 @@ def _gauss(fn: Any, mu: Any, var: Any, nodes: int) -> Any:
                                 nodes=nodes)
 
 
-def predictive_mean(model: Linear, x: Any, q: float, *, method: str = "probit",
+def predictive_mean(model: Linear, x: Any, q: float, /, *, method: str = "probit",
                     nodes: int = 48) -> Any:
     """Fast-dropout ``E[σ(s)]``: ``method="gaussian"`` (exact Gaussian integral) or ``"probit"``."""
     mu, var = unit_moments(model, x, q)
@@ -85,7 +89,8 @@ def predictive_mean(model: Linear, x: Any, q: float, *, method: str = "probit",
     raise ValueError(f"method must be 'probit' or 'gaussian', got {method!r}")
 
 
-def expected_logistic_loss(model: Linear, x: Any, y: Any, q: float, *, nodes: int = 48) -> Any:
+def expected_logistic_loss(model: Linear, x: Any, y: Any, q: float, /, *,
+                           nodes: int = 48) -> Any:
     """Gaussian approximation of ``E[log(1 + e^s) − y s]`` (labels ``y ∈ {0, 1}``), ``(n,)``."""
     mu, var = unit_moments(model, x, q)
     xp = model.xp
@@ -95,3 +100,16 @@ def expected_logistic_loss(model: Linear, x: Any, y: Any, q: float, *, nodes: in
         return xp.maximum(s, 0.0) + xp.log1p(xp.exp(-xp.abs(s)))
 
     return _gauss(softplus, mu, var, nodes) - xp.astype(y, mu.dtype) * mu
+
+
+def softmax_predictive_mean(model: Linear, x: Any, q: float, *, nodes: int = 12) -> Any:
+    r"""Fast-dropout ``E[softmax(z̃)]`` of a softmax layer: ``z̃ ~ N(Wx + b, δ W diag(x²) Wᵀ)``.
+
+    Tensor Gauss–Hermite over the ``c`` logits (``nodes^c`` points per example); ``(n, c)``.
+    """
+    q = check_q(q)
+    xp = model.xp
+    x2, _ = model.check_x(x)
+    mean = model.forward(x2)
+    cov = glm.logit_covariance(model, x2, q / (1.0 - q))
+    return gaussian_expectation(lambda z: softmax(z, xp), mean, cov, nodes=nodes)

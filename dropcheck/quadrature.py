@@ -69,14 +69,15 @@ def gaussian_expectation(
     r"""``E_{z~N(mean, cov)} fn(z)`` per example by the tensor Gauss–Hermite rule.
 
     Args:
-        fn: maps points ``(P, n, c)`` to values ``(P, n)`` (one per point and example).
+        fn: maps points ``(P, n, c)`` to values ``(P, n, ...)`` (one per point and example,
+            trailing axes allowed: the result is then ``(n, ...)``).
         mean: ``(n, c)``.
         cov: ``(n, c, c)``, symmetric positive semi-definite.
         nodes: ``K`` points per dimension (``K^c`` evaluations per example).
         error: also return ``|Q_K − Q_{2K}|``, the estimated quadrature error of ``Q_K``.
 
     Returns:
-        ``(n,)``, or ``(value, error_estimate)`` with ``error=True``.
+        ``(n, ...)``, or ``(value, error_estimate)`` with ``error=True``.
     """
     xp = namespace(mean, cov)
     nodes = check_positive_int(nodes, "nodes")
@@ -89,7 +90,8 @@ def gaussian_expectation(
     def rule(k: int) -> Any:
         pts, wts = _grid(k, mean.shape[-1], xp, mean.dtype)
         z = mean[None, :, :] + xp.sum(root[None, :, :, :] * pts[:, None, None, :], axis=-1)
-        return xp.sum(wts[:, None] * fn(z), axis=0)
+        vals = fn(z)
+        return xp.sum(xp.reshape(wts, (-1,) + (1,) * (vals.ndim - 1)) * vals, axis=0)
 
     val = rule(nodes)
     if not error:

@@ -169,6 +169,16 @@ def test_fast_dropout_moments_and_gaussian_mean(rng):
         fast_dropout.predictive_mean(unit, x, q, method="laplace")
 
 
+def test_softmax_predictive_mean_two_classes_is_the_sigmoid_one(rng):
+    w, x = rng.standard_normal(5), rng.standard_normal((3, 5))
+    unit = fast_dropout.sigmoid_unit(w, -0.2)
+    two = fast_dropout.softmax_predictive_mean(unit, x, 0.4, nodes=48)
+    one = fast_dropout.predictive_mean(unit, x, 0.4, method="gaussian", nodes=48)
+    # the 2-D rule on the rank-1 covariance of (0, s) reduces to the 1-D rule: rounding only
+    np.testing.assert_allclose(two[:, 1], one, rtol=1e-12)
+    np.testing.assert_allclose(two.sum(-1), 1.0, rtol=1e-13)
+
+
 def test_sigmoid_unit_is_a_logistic_regression():
     unit = fast_dropout.sigmoid_unit(np.array([1.0, -2.0]), 0.5)
     x = np.array([[0.3, 0.1]])
