@@ -23,6 +23,14 @@ def _parser() -> argparse.ArgumentParser:
     c = p.add_argument_group("corpus")
     c.add_argument("--tokens", metavar="PATH", help="token ids: .npy (1-D integer array) or text "
                    "of whitespace-separated integer ids; default: the built-in demo corpus")
+    c.add_argument("--corpus", metavar="PATH", help="real text: a file (plain, .gz or .xz), a "
+                   "folder with train/valid/test files (e.g. PTB's ptb.*.txt), a token-id file, "
+                   "or 'builtin' (Python's documentation prose, pydoc_data.topics); tokenized "
+                   "by --level with the vocabulary capped at --vocab (default 10000, <unk> for "
+                   "the rest; docs/experiments.md). --train uses the train split, the "
+                   "evaluation the valid split")
+    c.add_argument("--level", choices=("word", "char"), default="word",
+                   help="tokenization of --corpus (default word)")
     c.add_argument("--demo-tokens", type=int, metavar="N",
                    help="length of the demo corpus (default: 20 tokens per vocabulary entry)")
     c.add_argument("--vocab", type=int, help="vocabulary size (default: the size preset's, or "
@@ -93,10 +101,18 @@ def _build(args: argparse.Namespace) -> tuple[LSTM, Any, str, dict[str, float]]:
     """The model, the corpus, a line describing them and the drop probability per site."""
     import numpy as np
 
-    from dropcheck.lm.corpus import load_tokens, markov_corpus
+    from dropcheck.lm.corpus import check_window, load_corpus, load_tokens, markov_corpus
 
     size = dict(SIZES[args.size])
-    if args.tokens:
+    if args.corpus and args.tokens:
+        raise ValueError("give either --corpus or --tokens, not both")
+    if args.corpus:
+        corpus = load_corpus(None if args.corpus == "builtin" else args.corpus,
+                             level=args.level, vocab_size=10000 if args.vocab is None
+                             else args.vocab)
+        vocab = corpus.vocab_size
+        what = f"corpus {corpus.describe()}"
+    elif args.tokens:
         tokens = load_tokens(args.tokens, args.vocab)
         vocab = args.vocab or int(tokens.max()) + 1
         what = f"corpus {args.tokens}"
@@ -127,19 +143,31 @@ def _build(args: argparse.Namespace) -> tuple[LSTM, Any, str, dict[str, float]]:
         model = LSTM.random(vocab, args.emb or size["emb"], hidden, tie=tie, sites=sites,
                             mask=args.mask, seed=args.seed, dtype=dtype, xp=xp)
         what += "; random-initialized weights (PyTorch/AWD-LSTM init)"
-    if args.train:
+    batch, bptt = args.batch or size["batch"], args.bptt or size["bptt"]
+    if args.corpus:
+        if args.train:
+            check_window(corpus.train.size, batch, bptt, "the train split of --corpus")
+            model = train(model, corpus.train, {s: qd[s] for s in sites}, steps=args.train,
+                          batch=batch, bptt=bptt, lr=args.lr, seed=args.seed,
+                          weight_q=args.q_weight)
+            what += (f", then trained {args.train} Adam steps (lr {args.lr}) with dropout on "
+                     "the train split")
+        tokens = corpus.valid
+        what += "; evaluated on the valid split"
+        check_window(tokens.size, batch, bptt, "the valid split of --corpus")
+    elif args.train:
         cut = int(0.8 * tokens.shape[0])
-        size_ = SIZES[args.size]
+        check_window(cut, batch, bptt, "the first 80% of the corpus (--train)")
         model = train(model, tokens[:cut], {s: qd[s] for s in sites},
-                      steps=args.train, batch=args.batch or size_["batch"],
-                      bptt=args.bptt or size_["bptt"], lr=args.lr, seed=args.seed,
+                      steps=args.train, batch=batch, bptt=bptt, lr=args.lr, seed=args.seed,
                       weight_q=args.q_weight)
         tokens = tokens[cut:]
         what += (f", then trained {args.train} Adam steps (lr {args.lr}) with dropout on the "
                  f"first 80% of the corpus; evaluated on the last 20%")
+    check_window(tokens.size, batch, bptt, "the evaluated corpus")
     if tokens.max() >= model.vocab:
-        raise ValueError(f"the corpus holds id {int(tokens.max())} >= the model's vocabulary "
-                         f"{model.vocab}")
+        raise ValueError(f"token ids out of range: the corpus holds id {int(tokens.max())} >= "
+                         f"the model's vocabulary {model.vocab} (--vocab / --params)")
     return model, tokens, what, {s: qd[s] for s in sites}
 
 
