@@ -32,7 +32,7 @@ import math
 from typing import Any
 
 from dropcheck import classical
-from dropcheck._validate import check_q
+from dropcheck._validate import check_positive_int, check_q
 from dropcheck.backend import namespace
 from dropcheck.models.mlp import MLP
 
@@ -62,18 +62,25 @@ def isotropic_inputs(d: int, xp: Any = None, dtype: Any = None) -> Any:
     return d**0.5 * xp.eye(d, dtype=dtype or xp.float64)
 
 
-def dropout_regularizer(U: Any, V: Any, q: float) -> Any:
+def dropout_regularizer(U: Any, V: Any, q: float, /) -> Any:
     r"""``½ (q/(1−q)) Σ_i ‖u_i‖² ‖v_i‖²`` (Mianjy et al. 2018), a 0-d array."""
     q = check_q(q)
     xp, U, V = _check_uv(U, V)
     return 0.5 * (q / (1.0 - q)) * xp.sum(xp.sum(U * U, axis=0) * xp.sum(V * V, axis=0))
 
 
-def min_regularizer(M: Any, r: int, q: float) -> Any:
+def min_regularizer(M: Any, r: int, q: float, /) -> Any:
     r"""``½ (q/(1−q)) ‖M‖_*² / r``: the minimum of :func:`dropout_regularizer` over ``UVᵀ = M``."""
     q = check_q(q)
+    r = check_positive_int(r, "r")
     xp = namespace(M)
-    nuc = xp.sum(xp.linalg.svdvals(xp.asarray(M)))
+    M = xp.asarray(M)
+    sv = xp.linalg.svdvals(M) if M.ndim == 2 else None
+    # a rank-r product carries trailing singular values of rounding size, ~eps·σ_max·dim
+    if sv is None or r < sv.shape[0] and float(sv[r]) > 1e-10 * float(sv[0]):
+        raise ValueError(f"M must be a matrix of rank at most r = {r} (a width-r factorization "
+                         f"UVᵀ = M must exist); got shape {tuple(M.shape)}")
+    nuc = xp.sum(sv)
     return 0.5 * (q / (1.0 - q)) * nuc**2 / r
 
 
@@ -123,7 +130,7 @@ def equalize(U: Any, V: Any) -> tuple[Any, Any]:
     return U0 @ Zx, V0 @ Zx
 
 
-def last_layer_regularizer(model: MLP, x: Any, q: float) -> Any:
+def last_layer_regularizer(model: MLP, x: Any, q: float, /) -> Any:
     r"""``½ (q/(1−q)) Σ_j ‖W_{L,:,j}‖² h_j(x)²`` per example (Arora et al. 2021), ``(n,)``.
 
     ``model`` must drop only at its last hidden layer and use the squared loss; then this equals

@@ -288,6 +288,16 @@ def test_linear_net_regularizer_exact_and_bounded_below(seed, dims):
                                rtol=1e-10)
 
 
+def test_min_regularizer_bad_input():
+    M = np.arange(6.0).reshape(2, 3) + np.eye(2, 3)
+    with pytest.raises(ValueError, match="rank at most r = 1"):
+        linear_nets.min_regularizer(M, 1, 0.3)
+    with pytest.raises(ValueError, match="r must be an integer >= 1"):
+        linear_nets.min_regularizer(M, 0, 0.3)
+    with pytest.raises(ValueError, match="U must be"):
+        linear_nets.dropout_regularizer(np.ones((2, 3)), np.ones((4, 2)), 0.3)
+
+
 def test_bfgs_gradient_of_the_factorization_objective():
     from dropcheck.verification.linear_nets import _objective
 
