@@ -27,6 +27,7 @@ Kind = Literal["identity", "approximation", "empirical"]
 #: Order of the claim catalogue in paper-notes.md; unknown IDs sort after these.
 CATALOGUE = (
     "N1 N2 D1 D2 D3 E1 E2 E3 E3b E4 E5 E6 E7 I1 I2 T1 L1 L2 L3 X1 X2 X3 X4 S1"
+    " X1r X2r X3r X4r S1r X1d X2d X3d X4d"  # on real data: docs/experiments.md
     " A2 W1 W2 F1 G1 G2 B1 M1 K1"  # beyond the paper: docs/beyond.md
 ).split()
 

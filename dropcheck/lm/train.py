@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -242,6 +242,8 @@ class History:
     train_loss: list[float]
     seconds: float
     final: LSTM
+    #: Models saved at the steps asked for with ``fit(checkpoints=…)``, by step.
+    checkpoints: dict[int, LSTM] = field(default_factory=dict)
 
     @property
     def best(self) -> float:
@@ -291,6 +293,7 @@ def fit(
     eval_tokens: int | None = None,
     seed: int = 0,
     probes: int = 1,
+    checkpoints: tuple[int, ...] = (),
     progress: Any = None,
 ) -> History:
     """Train ``model`` with ``method`` by SGD on truncated-BPTT windows; the validation curve.
@@ -303,7 +306,9 @@ def fit(
     loss without dropout (:func:`perplexity_loss` over ``eval_tokens``) and the training loss
     of the current window.  One generator seeded with ``seed`` draws every mask and noise; the
     data order does not depend on it (paired replicates differ only in initialization and
-    noise when the caller varies the model and ``seed``).
+    noise when the caller varies the model and ``seed``).  ``checkpoints``: steps (0 …
+    ``steps``) at which the model is kept in ``History.checkpoints``; ``progress(step,
+    history)`` is called after each evaluation.
     """
     import time
 
@@ -330,6 +335,8 @@ def fit(
             progress(t, hist)
 
     for t in range(steps):
+        if t in checkpoints:
+            hist.checkpoints[t] = model
         if t % eval_every == 0:
             record(t)
         j = t % len(wins)
@@ -352,6 +359,8 @@ def fit(
             g = g * (clip / norm)
         model = model.with_params(model.unflatten_params(model.flatten_params() - lr * g))
     record(steps)
+    if steps in checkpoints:
+        hist.checkpoints[steps] = model
     hist.seconds = time.perf_counter() - t0
     hist.final = model
     return hist
