@@ -9,7 +9,8 @@ MLPs, a twin built from ``to_torch_sequential`` with the same weights and parame
   rng)``: a float64 copy of the user's module (parameters equal to the model's), in eval mode
   for a regularizer and train mode for noise;
 - :class:`Activations` (``adapter="activations"``): ``fn(acts, logits, targets, q, *, head,
-  params, sites, rng)`` with ``acts`` ``{site: activation}`` batch-first, ``logits`` computed
+  params, sites, inputs, rng)`` with ``acts`` ``{site: activation}`` batch-first, ``logits``
+  computed
   from them: every tensor on torch's graph, so a function written for a training loop (that
   differentiates ``logits`` w.r.t. ``acts``, or calls ``backward``) runs as it is.  ``head(values)``
   reruns the forward pass with the sites' outputs replaced by ``values`` (a dict).
@@ -142,11 +143,12 @@ class TorchModule(Adapter):
 
 
 class Activations(Adapter):
-    """``fn(acts, logits, targets, q, *, head, params, sites, rng)``: a training-loop function.
+    """``fn(acts, logits, targets, q, *, head, params, sites, inputs, rng)``: training-loop code.
 
     ``acts`` maps site names to their clean activations ``(n, *site_shape)`` and ``logits``
     ``(n, [T,] c)`` is computed from them; ``params`` (a list, the model's order) are the leaves
-    both depend on.  The keywords are passed only when ``fn`` accepts them.
+    both depend on; ``inputs`` is the input batch (token ids of a language model).  The
+    keywords are passed only when ``fn`` accepts them.
     """
 
     name = "activations()"
@@ -166,7 +168,8 @@ class Activations(Adapter):
             return tm.graph_forward(pb.x, theta, replace=values)[0]
 
         params = list(theta.values())
+        x = torch.from_numpy(np.array(pb.x))
         kw = self.keywords(fn, {"head": head, "params": params, "sites": tm.site_names,
-                                "rng": rng})
+                                "inputs": x, "rng": rng})
         out = call(lambda: fn(acts, logits, _targets(pb), q, **kw), who="fn", hint=self.hint)
         return GraphOutput(out, params, pb.n)

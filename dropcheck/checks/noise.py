@@ -521,7 +521,7 @@ def _ratio_phrase(r: float, sd: float, q: float, shape_ok: bool,
 
 
 def diagnose_noise(rows: Sequence[CheckRow], samples: str,
-                   kind: str = "xi_approx") -> str | None:
+                   target_kind: str = "xi_approx") -> str | None:
     """One line naming the patterns that fit the failed rows (None if none failed).
 
     The variance and covariance tests use the second moment about the exact mean, so a mean
@@ -545,7 +545,8 @@ def diagnose_noise(rows: Sequence[CheckRow], samples: str,
         elif kind in ("var", "cov") and (r.info["net"], r.q) not in scale:
             ratio, sd, shape_ok = r.info["ratio"], r.info["ratio_sd"], r.info["shape_ok"]
             if not (shape_ok and abs(ratio - 1.0) <= 5 * sd + 0.01):
-                scale[(r.info["net"], r.q)] = (*_ratio_phrase(ratio, sd, r.q, shape_ok, kind),
+                scale[(r.info["net"], r.q)] = (*_ratio_phrase(ratio, sd, r.q, shape_ok,
+                                                             target_kind),
                                                ratio)
     keys = {key for key, _, _ in scale.values()}
     if len(keys) == 1:

@@ -114,6 +114,10 @@ DEFAULT_ACTIVATIONS = ("tanh", "softplus", "relu")
 #: calls of a stochastic estimator averaged into one t-test unit (a mean of 8 draws of a skewed
 #: estimator such as the sampled-label R̂ is far closer to normal than one draw)
 UNIT = 8
+#: level at which a stochastic row "fits" an alternative (or a constant): Bonferroni over the
+#: test rows, so the right pattern is missed with probability <= 1e-3; a looser level than the
+#: pass test's alpha keeps the confidence intervals narrow enough to tell constants apart
+DIAGNOSIS_LEVEL = 1e-3
 #: relative errors a deterministic value may show when computed (partly) in float32: float32
 #: rounding of a conditioned computation is ~1e-7 to 1e-5 (``4·sqrt(eps32)`` = 1.4e-3 is the
 #: pass tolerance of a float32 output); bugs of the catalogue change the value by >= 1e-2
@@ -312,19 +316,16 @@ def _approx_family(pb: Problem, q: float, form: str, includes_strength: bool, ma
     grad = score = None
     grad_alts: list[_Alt] = []
     if gradients and mask != "per_step":
-        g = {h: np.asarray(explicit.r_approx_grad(net, x, y, hessian=h))
-             for h in _HESSIAN.values()}
-        grad = c0 * g[declared]
+        g = np.asarray(explicit.r_approx_grad(net, x, y, hessian=declared))
+        grad = c0 * g
         if declared == "loss":
             score = c0 * score_function_term(net, x, y)
             grad_alts.append(_Alt("score", "score-function term missing: the gradient is "
                                            "E[∇R̂] of a label drawn without a gradient path "
                                            "(∇R_approx − E[R̂ ∇log p_ŷ])", grad - score))
         for ck, cp, cv in constants:
-            for h, v in g.items():
-                ph = [p_ for p_ in (cp, None if h == declared else phrase[h]) if p_]
-                if ph:
-                    grad_alts.append(_Alt(f"{ck}+{h}", "; ".join(ph), cv * v))
+            if cp:
+                grad_alts.append(_Alt(ck, cp, cv * g))
     return _Reference(what, c0 * ref, tuple(alts), grad, tuple(grad_alts), score, coef)
 
 
@@ -685,25 +686,26 @@ def _diag_tol(row: CheckRow) -> float:
     return tol
 
 
-def _named_coefficient(c: float, lo: float, hi: float, q: float | None) -> str:
-    """`` = name`` of a coefficient people use inside ``[lo, hi]``, else the closest one."""
+def _named_coefficient(c: float, lo: float, hi: float,
+                       q: float | None) -> tuple[str, float] | None:
+    """The coefficient people use (name, value) inside ``[lo, hi]`` nearest ``c``, if any."""
     named = [("1", 1.0), ("1/2", 0.5), ("2", 2.0)]
     if q is not None:
         named += [("q", q), ("q/2", q / 2), ("q/(1−q)", q / (1 - q)),
                   ("q/(2(1−q))", q / (2 * (1 - q))), ("1−q", 1 - q), ("q²", q * q)]
-    fit = [(abs(math.log(c / v)), nm, v) for nm, v in named if lo <= v <= hi]
-    if fit:
-        _, nm, _ = min(fit)
-        return f" = {nm}"
-    _, nm, v = min((abs(math.log(abs(c) / v)), nm, v) for nm, v in named) if c else (0, "1", 1)
-    return f" (closest named coefficient: {nm} = {v:.4g})"
+    fit = [(abs(math.log(c / v)), nm, v) for nm, v in named if lo <= v <= hi and c > 0]
+    if not fit:
+        return None
+    _, nm, v = min(fit)
+    return nm, v
 
 
 def _constant_ratio(failed: Sequence[CheckRow], alpha: float, m: int) -> str | None:
     """A constant factor between observed and reference on every failed row, named.
 
     Each row gives the coefficient its value implies, ``ratio × declared coefficient``, with an
-    interval: a stochastic row's ratio ± the Bonferroni t critical value × its standard error;
+    interval: a stochastic row's ratio ± the t critical value at ``DIAGNOSIS_LEVEL/m`` × its
+    standard error;
     a deterministic row's per-example ratios (their spread must stay within float32 rounding).
     The coefficients of all rows must share a point.
     """
@@ -718,7 +720,8 @@ def _constant_ratio(failed: Sequence[CheckRow], alpha: float, m: int) -> str | N
         coef = info.get("coef") or (1.0, None)
         if info["stochastic"]:
             ratio = float(obs[0] / ref[0])
-            half = float(stats.t.isf(alpha / (2 * m), info["dof"])) * info["se"] / abs(ref[0])
+            half = (float(stats.t.isf(DIAGNOSIS_LEVEL / (2 * m), info["dof"])) * info["se"]
+                    / abs(ref[0]))
             a, b = ratio - half, ratio + half
         else:
             ratios = obs / ref
@@ -742,11 +745,17 @@ def _constant_ratio(failed: Sequence[CheckRow], alpha: float, m: int) -> str | N
                 f"interval {a:.4g}–{b:.4g} at q = {r0.q:g})")
     qs = {r.q for r, *_ in rows_ratio}
     q = next(iter(qs)) if len(qs) == 1 else None
-    so, sd = fmt_pair(c_obs, coef[0])
-    name = _named_coefficient(c_obs, lo, hi, q)
     at = f" at q = {q:g}" if q is not None else " (the same at every q)"
-    return (f"coefficient {so}{name} instead of {coef[1]} = {sd}{at}: ratio {ratio:.3f} "
-            f"(interval {a:.4g}–{b:.4g}) on every failed net")
+    named = _named_coefficient(c_obs, lo, hi, q)
+    so_obs, _ = fmt_pair(c_obs, coef[0])
+    if named is not None:
+        so, sd = fmt_pair(named[1], coef[0])
+        lead = f"coefficient {so} = {named[0]}"
+    else:
+        so, sd = so_obs, fmt_pair(c_obs, coef[0])[1]
+        lead = f"coefficient {so}"
+    return (f"{lead} instead of {coef[1]} = {sd}{at}: ratio {ratio:.3f} (implied coefficient "
+            f"{so_obs}, interval {lo:.4g}–{hi:.4g}) on every failed net")
 
 
 def diagnose_regularizer(rows: Sequence[CheckRow], alpha: float) -> str | None:
@@ -754,7 +763,8 @@ def diagnose_regularizer(rows: Sequence[CheckRow], alpha: float) -> str | None:
 
     A deterministic row fits an alternative within its observed precision (:func:`_diag_tol`);
     a stochastic one when the alternative is not rejected at the Bonferroni level
-    ``alpha/m``.  Value rows and gradient rows are diagnosed separately (a value that is right
+    ``DIAGNOSIS_LEVEL/m``.  Value rows and gradient rows are diagnosed separately (a value
+    that is right
     with a wrong gradient is the score-function pattern).  Without a fitting pattern: a
     constant ratio to the reference with its implied coefficient, or the worst relative error.
     """
@@ -771,10 +781,12 @@ def diagnose_regularizer(rows: Sequence[CheckRow], alpha: float) -> str | None:
         if group[0].info.get("gradient") and len(parts):
             continue  # the value is already wrong: its gradient is wrong with it
         parts.append(_diagnose_group(group, alpha, m))
-    float32 = [r for r in failed if not r.info["stochastic"] and r.info.get("dtype") ==
-               "float64" and r.info["tol"] < _nearest(r)[0] <= FLOAT32_BAND
+    values = [r for r in failed if not r.info["stochastic"] and not r.info.get("gradient")]
+    float32 = [r for r in values if r.info.get("dtype") == "float64"
+               and r.info["tol"] < _nearest(r)[0] <= FLOAT32_BAND
                and _diag_tol(r) > r.info["tol"]]
-    if float32 and len(float32) == len([r for r in failed if not r.info["stochastic"]]):
+    # one row off by float32 rounding is evidence enough (another may round more luckily)
+    if float32:
         err = max(_nearest(r)[0] for r in float32)
         parts.append(f"float32 arithmetic detected (relative error ~{err:.1g} in a float64 "
                      f"output)")
@@ -788,10 +800,19 @@ def _diagnose_group(failed: list[CheckRow], alpha: float, m: int) -> str:
     """The named pattern (or constant, or worst error) of one group of failed rows."""
     named: dict[str, str] | None = None
     for r in failed:
-        here = {k: ph for k, (ph, v) in r.info["alts"].items() if _fits(r, v, alpha / m)}
+        here = {k: ph for k, (ph, v) in r.info["alts"].items()
+                if _fits(r, v, DIAGNOSIS_LEVEL / m)}
         named = here if named is None else {k: ph for k, ph in named.items() if k in here}
     if named:
-        return " | ".join(dict.fromkeys(named.values()))
+        # fewest bugs first: a pattern of one slip beats a combination of two, and a constant
+        # with a name (one slip) beats any combination
+        fewest = min(ph.count("; ") for ph in named.values())
+        if fewest > 0:
+            const = _constant_ratio(failed, alpha, m)
+            if const and " = " in const.split(" instead of ")[0]:  # a named coefficient
+                return const
+        return " | ".join(dict.fromkeys(ph for ph in named.values()
+                                        if ph.count("; ") == fewest))
     # the reference itself within float32 rounding: only the precision is wrong
     if all(not r.info["stochastic"] and _rel(r.info["observed"], r.info["reference"])
            <= _diag_tol(r) for r in failed):
