@@ -47,6 +47,10 @@ from dropcheck.models.lstm import LSTM
 
 _Q = {"emb": 0.4, "h1": 0.25, "out": 0.4}
 _TOL = 0.25
+#: The trained model's strength·R_approx/R_drop − 1 is −5.6% (full run, 95% CI ±0.3%; quick
+#: ±7%): its 95% interval must come within 0.1 of 0.  Leaving the embedding site out of the sum
+#: moves it by ~−15% (quick interval [−0.23, −0.11]), which the per-site z check flags anyway.
+_TOL_CI = 0.1
 _Z = 4.0
 _QUICK = {"train": 40, "n": 4, "T": 10, "mc": 800, "labels": 200, "xi": 200, "dirs": 4}
 _FULL = {"train": 400, "n": 8, "T": 20, "mc": 10000, "labels": 2000, "xi": 2000, "dirs": 8}
@@ -135,7 +139,8 @@ def _implicit(ctx: Context, model: LSTM, x: Any, y: Any, cfg: dict[str, int]) ->
     "Cov(ξ_approx) ≈ Cov(ξ_drop) on random directions",
     source="Sec. 5 (language modeling); slides (sampled labels)",
     kind="approximation",
-    rule=f"|strength·R_approx/R_drop − 1| ≤ {_TOL} and sampled R̂ within {_Z:g} s.e. of exact, "
+    rule=f"|strength·R_approx/R_drop − 1| ≤ {_TOL} with its 95% interval within {_TOL_CI:g} of "
+    f"0, and sampled R̂ within {_Z:g} s.e. of exact, "
     f"in total and per site (each site's exact term against its own sampled-label estimate); "
     f"ξ: rel. Frobenius error (sampling floor removed) ≤ {_TOL}",
 )
@@ -146,7 +151,8 @@ def measure_s1(ctx: Context) -> Measurement:
     im_ = _implicit(ctx, model, x, y, cfg)
     lo, hi = ex["rel_error_ci95"]
     site_z = max(abs(v) for v in ex["per_site_sampled_z"].values())
-    passed = (abs(ex["rel_error"]) <= _TOL and abs(ex["sampled_z"]) <= _Z
+    ci_gap = max(0.0, lo, -hi)  # distance of the 95% interval from 0
+    passed = (abs(ex["rel_error"]) <= _TOL and ci_gap <= _TOL_CI and abs(ex["sampled_z"]) <= _Z
               and im_["rel_frobenius_debiased"] <= _TOL and site_z <= _Z)
     figure = (
         f"R: strength·R_approx/R_drop − 1 = {ex['rel_error']:+.3f} (95% CI [{lo:+.3f}, "
