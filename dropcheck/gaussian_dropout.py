@@ -28,13 +28,17 @@ from __future__ import annotations
 from typing import Any
 
 from dropcheck import glm
-from dropcheck._validate import check_q
+from dropcheck._validate import check_q, check_q_sites
 from dropcheck.losses import softmax
+from dropcheck.models._base import Model
 from dropcheck.models.linear import Linear
-from dropcheck.quadrature import gaussian_expectation
+from dropcheck.quadrature import gaussian_expectation, hermite_grid
 
 __all__ = ["variance", "bernoulli_third_moment", "expected_loss", "explicit_regularizer",
-           "third_order_gap"]
+           "noise_expected_loss", "third_order_gap"]
+
+#: Largest tensor grid :func:`noise_expected_loss` evaluates (points × examples share memory).
+MAX_POINTS = 2**18
 
 
 def variance(q: float) -> float:
@@ -56,7 +60,7 @@ def _check(model: Any) -> Linear:
     return model
 
 
-def expected_loss(model: Linear, x: Any, y: Any, q: float, *, nodes: int = 24,
+def expected_loss(model: Linear, x: Any, y: Any, q: float, /, *, nodes: int = 24,
                   error: bool = False) -> Any:
     """``E_ε ℓ(W((1+ε)⊙x) + b, y)`` with ``ε ~ N(0, variance(q))``, per example ``(n,)``.
 
@@ -76,7 +80,7 @@ def expected_loss(model: Linear, x: Any, y: Any, q: float, *, nodes: int = 24,
     return out
 
 
-def explicit_regularizer(model: Linear, x: Any, y: Any, q: float, *, nodes: int = 24,
+def explicit_regularizer(model: Linear, x: Any, y: Any, q: float, /, *, nodes: int = 24,
                          error: bool = False) -> Any:
     """``R_gauss = E_ε ℓ − ℓ`` per example (``error=True``: with the quadrature error estimate)."""
     x2, single = _check(model).check_x(x)
@@ -90,7 +94,7 @@ def explicit_regularizer(model: Linear, x: Any, y: Any, q: float, *, nodes: int 
     return (val, err) if error else val
 
 
-def third_order_gap(model: Linear, x: Any, q: float) -> Any:
+def third_order_gap(model: Linear, x: Any, q: float, /) -> Any:
     r"""Leading term of ``R_drop − R_gauss`` for softmax regression: ``(Eη³/6) Σ_k κ₃^p(u_k)``."""
     model = _check(model)
     if model.loss.name != "cross_entropy":
@@ -105,3 +109,43 @@ def third_order_gap(model: Linear, x: Any, q: float) -> Any:
     kappa3 = m3 - 3.0 * m1 * m2 + 2.0 * m1**3
     out = bernoulli_third_moment(q) / 6.0 * xp.sum(kappa3, axis=-1)
     return out[0] if single else out
+
+
+def noise_expected_loss(model: Model, x: Any, y: Any, q: Any, *, sites: Any = None,
+                        nodes: int = 6, error: bool = False) -> Any:
+    r"""``E_ε ℓ(F(x, ε))`` with Gaussian dropout ``ε ~ N(0, q/(1−q))`` at ``sites``, any model.
+
+    Tensor Gauss–Hermite over every noise coordinate of the sites (``nodes^D`` points,
+    ``D = Σ_i d_i``; refused past :data:`MAX_POINTS`): for small widths, where the logits are not
+    Gaussian (a nonlinearity follows the site).  ``error=True`` also returns ``|Q_K − Q_{K+2}|``,
+    the change with two more nodes per axis (``2K`` would square an already large grid), as the
+    error estimate.  Per example ``(n,)``.
+    """
+    x2, single = model.check_x(x)
+    y2 = model.check_y(y, x2.shape[0])
+    names = model.check_sites(sites)
+    qd = check_q_sites(q, names)
+    widths = [model.widths[s] for s in names]
+    xp = model.xp
+
+    def rule(k: int) -> Any:
+        count = k ** sum(widths)
+        if count > MAX_POINTS:
+            raise ValueError(f"noise_expected_loss: nodes={k} over {sum(widths)} noise coordinates "
+                             f"is {count} points, past MAX_POINTS = {MAX_POINTS}; use fewer nodes "
+                             f"or sites, or Monte Carlo")
+        pts, wts = hermite_grid(k, sum(widths), xp, model.dtype)
+        noise, i = {}, 0
+        for s, d in zip(names, widths, strict=True):
+            noise[s] = (variance(qd[s]) ** 0.5 * pts[:, i:i + d])[:, None, :]  # (P, 1, d)
+            i += d
+        loss = model.loss.value(model.trace(x2, noise).logits, y2)  # (P, n)
+        return xp.sum(wts[:, None] * loss, axis=0)
+
+    val = rule(nodes)
+    if single:
+        val = val[0]
+    if not error:
+        return val
+    err = xp.abs(rule(nodes) - rule(nodes + 2))
+    return val, (err[0] if single else err)

@@ -26,7 +26,7 @@ from typing import Any
 from dropcheck._validate import check_positive_int
 from dropcheck.backend import asarray, namespace
 
-__all__ = ["hermite_rule", "gaussian_expectation"]
+__all__ = ["hermite_rule", "hermite_grid", "gaussian_expectation"]
 
 
 @cache
@@ -58,9 +58,17 @@ def _host_grid(k: int, c: int) -> tuple[Any, Any]:
     return pts, wts
 
 
+def hermite_grid(k: int, dim: int, xp: Any = None, dtype: Any = None) -> tuple[Any, Any]:
+    """The tensor rule for ``N(0, I_dim)``: points ``(k^dim, dim)`` and weights ``(k^dim,)``."""
+    k = check_positive_int(k, "nodes")
+    dim = check_positive_int(dim, "dim")
+    xp = namespace(xp=xp)
+    pts, wts = _host_grid(k, dim)
+    return asarray(pts, xp, dtype or xp.float64), asarray(wts, xp, dtype or xp.float64)
+
+
 def _grid(k: int, c: int, xp: Any, dtype: Any) -> tuple[Any, Any]:
-    pts, wts = _host_grid(k, c)
-    return asarray(pts, xp, dtype), asarray(wts, xp, dtype)
+    return hermite_grid(k, c, xp, dtype)
 
 
 def gaussian_expectation(

@@ -212,6 +212,19 @@ def test_gaussian_dropout_squared_loss_is_the_ridge(rng):
     np.testing.assert_allclose(got, classical.ridge_penalty(m.params["W1"], x, 0.6), rtol=1e-12)
 
 
+def test_noise_expected_loss_is_exact_for_a_quadratic_in_the_noise(rng):
+    # squared loss, noise only at the last hidden layer: the loss is quadratic in ε, so a
+    # 3-node rule is exact and R_gauss is the last-layer ridge (same two moments as Bernoulli)
+    net = dc.MLP.random([3, 4, 3, 2], "tanh", sites=("h2",), loss="squared", seed=4)
+    x, y = rng.standard_normal((3, 3)), rng.standard_normal((3, 2))
+    got = np.asarray(gaussian_dropout.noise_expected_loss(net, x, y, 0.35, nodes=3))
+    want = np.asarray(net.loss_value(x, y)) + np.asarray(
+        linear_nets.last_layer_regularizer(net, x, 0.35))
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    with pytest.raises(ValueError, match="past MAX_POINTS"):
+        gaussian_dropout.noise_expected_loss(net, x, y, 0.35, nodes=70)  # 70³ > 2^18
+
+
 def test_third_order_gap_is_the_third_derivative_term(rng):
     m = dc.Linear.random(4, 3, rng=rng, seed=None)
     x = rng.standard_normal(4)
