@@ -404,6 +404,10 @@ def test_beyond_numerics_run_on_every_backend(xp_case):
         (linear_nets.min_regularizer(U @ V.T, 2, 0.3),
          linear_nets.min_regularizer(conv(U @ V.T), 2, 0.3)),
         (linear_nets.equalize(U, V)[0], linear_nets.equalize(conv(U), conv(V))[0]),
+        (gaussian_dropout.noise_expected_loss(m, x, y, 0.3, nodes=3),
+         gaussian_dropout.noise_expected_loss(mx, conv(x), conv(y), 0.3, nodes=3)),
+        (fast_dropout.softmax_predictive_mean(m, x, 0.3, nodes=4),
+         fast_dropout.softmax_predictive_mean(mx, conv(x), 0.3, nodes=4)),
     ]
     for ref, got in cases:  # the same float64 operations: rounding only
         np.testing.assert_allclose(to_numpy(got), np.asarray(ref), rtol=1e-12, atol=1e-15)
