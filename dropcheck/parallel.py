@@ -124,6 +124,29 @@ def _pid(_: Any) -> int:
     return os.getpid()
 
 
+#: Environment variables that bound a worker's BLAS / OpenMP threads (read at library load).
+_BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _environ(names: tuple[str, ...], value: int | None) -> Iterator[None]:
+    """``os.environ[name] = value`` for the block (nothing when ``value`` is None)."""
+    if value is None:
+        yield
+        return
+    old = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: str(value) for k in names})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _shards(items: Iterable[Chunk], per: int | None, workers: int) -> list[list[Chunk]]:
     """Consecutive chunks cut into shards of ``per`` (default: about 4 shards per worker)."""
     items = list(items)
@@ -194,12 +217,15 @@ class ProcessExecutor(_Sharded):
     ``"forkserver"`` (``"fork"`` is refused: forking a process with threads can deadlock).
     The pool starts on first use and lives until :meth:`close` (or the ``with`` block's end),
     so later calls do not pay the start-up again.  ``shard_chunks``: chunks per task (default
-    about four tasks per worker).  A worker that dies breaks the pool
-    (``BrokenProcessPool``); use a Dask cluster for recomputation on failure.
+    about four tasks per worker).  ``blas_threads``: the BLAS/OpenMP threads of each worker
+    (``OPENBLAS_NUM_THREADS`` and its kin, set for the workers' start; default 1, so that
+    ``workers`` processes use ``workers`` cores — a second BLAS thread per worker on busy cores
+    made the same job 3× slower here; None leaves the environment alone).  A worker that dies
+    breaks the pool (``BrokenProcessPool``); use a Dask cluster for recomputation on failure.
     """
 
     def __init__(self, workers: int | None = None, *, context: str = "spawn",
-                 shard_chunks: int | None = None) -> None:
+                 shard_chunks: int | None = None, blas_threads: int | None = 1) -> None:
         if workers is None:
             workers = os.cpu_count() or 1
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -209,22 +235,29 @@ class ProcessExecutor(_Sharded):
         self.workers = workers
         self.context = context
         self.shard_chunks = _check_shard(shard_chunks)
+        if blas_threads is not None and (isinstance(blas_threads, bool)
+                                         or not isinstance(blas_threads, int) or blas_threads < 1):
+            raise ValueError(f"blas_threads must be a positive int or None, got {blas_threads!r}")
+        self.blas_threads = blas_threads
         self._pool: Any = None
 
     def _ensure(self) -> Any:
         if self._pool is None:
             import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures import ProcessPoolExecutor, wait
 
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context(self.context)
-            )
+            with _environ(_BLAS_VARS, self.blas_threads):
+                pool = ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=multiprocessing.get_context(self.context)
+                )
+                # the workers start on these submits (none is idle yet), in this environment
+                wait([pool.submit(_pid, i) for i in range(self.workers)])
+            self._pool = pool
         return self._pool
 
     def warm(self) -> ProcessExecutor:
         """Start every worker now (each imports dropcheck once), e.g. before timing."""
-        pool = self._ensure()
-        list(pool.map(_pid, range(4 * self.workers)))  # one task per worker at least
+        self._ensure()
         return self
 
     def _submit(self, token: str, payload: bytes, shards: list[list[Chunk]],

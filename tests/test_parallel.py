@@ -295,6 +295,8 @@ def test_bad_arguments_are_named():
         ProcessExecutor(2, context="fork")
     with pytest.raises(ValueError, match="shard_chunks"):
         ProcessExecutor(2, shard_chunks=0)
+    with pytest.raises(ValueError, match="blas_threads"):
+        ProcessExecutor(2, blas_threads=0)
     with pytest.raises(TypeError, match="client"):
         DaskExecutor(object())
     with pytest.raises(ValueError, match="either"):
@@ -302,6 +304,18 @@ def test_bad_arguments_are_named():
     assert from_options() is None and from_options(jobs=1) is None
     with pytest.raises(ValueError, match="block_nodes needs consecutive"):
         _engine.block_nodes(_value, [_engine.Chunk(0, 0, 1), _engine.Chunk(2, 2, 3)])
+
+
+def _blas_env():
+    return os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS")
+
+
+def test_workers_get_one_blas_thread_and_this_process_keeps_its_environment(processes):
+    # workers × BLAS threads must not exceed the cores (a second thread per worker on busy
+    # cores made the benchmark's job 3× slower); the parent's environment is restored
+    before = _blas_env()
+    assert processes.submit(_blas_env).result() == ("1", "1")
+    assert _blas_env() == before
 
 
 def test_parallel_module_imports_no_dask():
