@@ -10,6 +10,10 @@ keyword arguments.  ``numpy_regularizers()``, ``torch_regularizers()``, ``numpy_
 Run as a script to measure the false-alarm rate of ``check_gradient_noise`` on correct noises::
 
     python -m tests.regularizer_bugs --seeds 200 [--alpha 0.05] [--no-retest]
+
+and, with ``--gradient``, that of the gradient check of ``check_explicit_regularizer`` on the
+correct sampled-label regularizer written for a training loop (:func:`act_r_hat`, REINFORCE
+term included), one report per seed with three nets and 128 calls each.
 """
 
 from __future__ import annotations
@@ -457,7 +461,55 @@ def torch_noises() -> list[Case]:
     ]
 
 
+def act_r_hat(score: bool = True, coef: float | None = None) -> Callable[..., Any]:
+    """The sampled-label ``R̂`` on an MLP's site activations (``adapter="activations"``).
+
+    ``ŷ ~ softmax(F)``, ``R̂ = strength·Σ_sites Σ_k ((∂ℓ(F, ŷ)/∂h)_k h_k)²`` per example, by
+    double backward on the activations a training loop has.  ``score`` adds the REINFORCE term
+    ``R̂.detach()·(log p_ŷ − log p_ŷ.detach())`` (value unchanged, gradient
+    ``+ R̂ ∇log p_ŷ``: unbiased for ``∇R_approx``); without it the gradient misses the
+    score-function term.  ``coef`` replaces ``q/(2(1−q))`` (a wrong constant).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    def fn(acts, logits, targets, q, *, rng):
+        p = logits.softmax(-1)
+        lab = torch.multinomial(p.detach(), 1, generator=torch_generator(rng))[:, 0]
+        loss = F.cross_entropy(logits, lab, reduction="sum")
+        grads = torch.autograd.grad(loss, list(acts.values()), create_graph=True)
+        r = sum(((g * h) ** 2).sum(1) for h, g in zip(acts.values(), grads, strict=True))
+        r = r * (q / (2 * (1 - q)) if coef is None else coef)
+        if score:
+            logp = p.log().gather(1, lab[:, None])[:, 0]
+            r = r + r.detach() * (logp - logp.detach())
+        return r
+
+    return fn
+
+
 # ----- false-alarm measurement ---------------------------------------------------------------
+
+def _gradient_main(seeds: int, alpha: float) -> None:  # pragma: no cover - run by hand
+    """False alarms of the stochastic gradient check (single stage, no re-test)."""
+    from dropcheck.checks import check_explicit_regularizer
+
+    t0 = time.perf_counter()
+    fails, pvals, vals = 0, [], []
+    for seed in range(seeds):
+        r = check_explicit_regularizer(act_r_hat(), adapter="activations", stochastic=True,
+                                       calls=128, alpha=alpha, retest_failures=False,
+                                       seed=seed)
+        fails += not r.passed
+        for row in r.rows:
+            (pvals if row.info.get("gradient") else vals).append(row.p_value)
+    p, v = np.array(pvals), np.array(vals)
+    print(f"{fails} of {seeds} reports failed at alpha = {alpha:g}, single stage "
+          f"({time.perf_counter() - t0:.0f} s)")
+    for name, a in (("gradient", p), ("value", v)):
+        print(f"  {name:8s} {a.size:5d} p-values; fraction <= 0.001: {np.mean(a <= 0.001):.4f}, "
+              f"<= 0.01: {np.mean(a <= 0.01):.4f}, <= 0.05: {np.mean(a <= 0.05):.4f}, "
+              f"<= 0.5: {np.mean(a <= 0.5):.3f}")
 
 def _main() -> None:  # pragma: no cover - a measurement script, run by hand
     from dropcheck.checks import check_gradient_noise
@@ -466,7 +518,12 @@ def _main() -> None:  # pragma: no cover - a measurement script, run by hand
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--no-retest", action="store_true")
+    ap.add_argument("--gradient", action="store_true",
+                    help="measure the regularizer gradient check instead (needs torch)")
     args = ap.parse_args()
+    if args.gradient:
+        _gradient_main(args.seeds, args.alpha)
+        return
     cases = [c for c in numpy_noises() if c.diagnosis is None]
     t0 = time.perf_counter()
     fails, reports, pvals = 0, 0, {}

@@ -275,3 +275,36 @@ def test_cli_pass_fail_and_usage(capsys):
     assert "has no attribute" in capsys.readouterr().err
     assert cli(["tests.dropout_bugs:cli_reference", "--q", "1.5"]) == 2
     assert cli(["tests.dropout_bugs:cli_reference", "--q", "abc"]) == 2
+
+
+def time_first_locked(seed=0):
+    """A correct locked (variational) mask in PyTorch's time-first RNN layout ``(T, B, F)``:
+    one draw per example and feature, shared over time (axis 0)."""
+    rng = np.random.default_rng(seed)
+
+    def layer(x, q):
+        return x * (rng.random((1, *x.shape[1:])) >= q) / (1 - q)
+
+    return layer
+
+
+def test_layout_names_the_axes_of_a_time_first_locked_mask():
+    """Declared ``layout="tbf"``: the mask shared along axis 0 is called a locked mask over time
+    steps, not "shared across the batch" (the name without a layout, axis 0 = examples)."""
+    kw = {"q": 0.3, "shape": (6, 8, 16), "edges": False, "retest": False}
+    named = check_dropout(time_first_locked(), layout="tbf", **kw)
+    assert not named.passed
+    assert "mask shared across time steps (axis 0): a locked (variational) mask" in \
+        named.diagnosis, str(named)
+    assert "batch" not in named.diagnosis
+    assert any(r.name == "independent across the batch (axis 1)" for r in named.rows)
+    legacy = check_dropout(time_first_locked(), **kw)
+    assert "mask shared across the batch" in legacy.diagnosis, str(legacy)
+    declared = check_dropout(time_first_locked(), layout="tbf", shared_axes=(0,), **kw)
+    assert declared.passed, str(declared)
+
+
+@pytest.mark.parametrize("layout", ["bf", "tbff", "tbx", "tff"])
+def test_bad_layout_names_the_argument(layout):
+    with pytest.raises(ValueError, match="layout must name each of the 3 input axes"):
+        check_dropout(time_first_locked(), q=0.3, shape=(6, 8, 16), layout=layout)

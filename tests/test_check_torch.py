@@ -21,29 +21,15 @@ import pytest
 import dropcheck as dc
 from dropcheck.checks import adapters, check_explicit_regularizer, check_gradient_noise
 from dropcheck.checks import regularizer as reg_mod
+from tests import regularizer_bugs as rb
 
 torch = pytest.importorskip("torch", reason="torch is not installed; these checks need it")
 F = torch.nn.functional
 
 
-def _gen(rng):
-    return torch.Generator().manual_seed(int(rng.integers(2**62)))
-
-
 def sampled_label(score=True, coef=None):
-    """Sampled-label ``R̂`` on MLP activations (activations convention), optional REINFORCE."""
-    def fn(acts, logits, targets, q, *, rng):
-        p = logits.softmax(-1)
-        lab = torch.multinomial(p.detach(), 1, generator=_gen(rng))[:, 0]
-        loss = F.cross_entropy(logits, lab, reduction="sum")
-        grads = torch.autograd.grad(loss, list(acts.values()), create_graph=True)
-        r = sum(((g * h) ** 2).sum(1) for h, g in zip(acts.values(), grads, strict=True))
-        r = r * (q / (2 * (1 - q)) if coef is None else coef)
-        if score:
-            logp = p.log().gather(1, lab[:, None])[:, 0]
-            r = r + r.detach() * (logp - logp.detach())
-        return r
-    return fn
+    """The catalogue's sampled-label regularizer on activations (REINFORCE term optional)."""
+    return rb.act_r_hat(score=score, coef=coef)
 
 
 def test_score_function_term_against_label_enumeration():

@@ -23,10 +23,29 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= _CLOSE * abs(b)
 
 
-def _structure(axes: Sequence[int], ndim: int, identical: bool) -> tuple[str, str]:
-    """Key and phrase for a mask that is shared (or correlated) along ``axes``."""
+def _structure(axes: Sequence[int], ndim: int, identical: bool,
+               layout: str | None = None) -> tuple[str, str]:
+    """Key and phrase for a mask that is shared (or correlated) along ``axes``.
+
+    With a declared ``layout`` the axes are named by it: a mask shared along the time axis is
+    a locked (variational) mask wherever time sits, and only the batch axis is "the batch".
+    """
     verb = "shared" if identical else "correlated"
     axes = sorted(axes)
+    if layout is not None:
+        from dropcheck.checks._plan import AXIS_NAMES
+
+        where = ", ".join(f"{AXIS_NAMES[layout[a]]} (axis {a})" for a in axes)
+        letters = "".join(layout[a] for a in axes)
+        if letters == "t":
+            return "time", (f"mask {verb} across {where}: a locked (variational) mask; declare "
+                            f"shared_axes=({axes[0]},) if intended")
+        if letters == "b":
+            return "batch", f"mask {verb} across {where}"
+        if letters == "f":
+            return "example", f"mask {verb} across {where} (one draw per example and step)"
+        return f"axes{letters}", (f"mask {verb} along {where}; declare shared_axes if "
+                                  f"intended")
     if ndim == 1:
         return "units", f"mask {verb} across units"
     if axes == [0]:
@@ -62,7 +81,8 @@ def _failed(row: CheckRow | None) -> bool:
     return row is not None and row.verdict == FAIL
 
 
-def _independence(rows: dict[str, CheckRow], ndim: int) -> list[tuple[str, str]]:
+def _independence(rows: dict[str, CheckRow], ndim: int,
+                  layout: str | None = None) -> list[tuple[str, str]]:
     """Patterns of failed independence tests.
 
     A mask shared along an axis (or across calls) duplicates the pairs of the other tests, so
@@ -78,11 +98,12 @@ def _independence(rows: dict[str, CheckRow], ndim: int) -> list[tuple[str, str]]
                       if calls[0].info["identical"] else "masks correlated across calls"))
     axes = [r.info["axis"] for r in named if r.info["axis"] is not None]
     if axes:
-        found.append(_structure(axes, ndim, bool(identical)))
+        found.append(_structure(axes, ndim, bool(identical), layout))
     return found
 
 
-def _grid_point(rows: dict[str, CheckRow], q: float, ndim: int) -> list[tuple[str, str]]:
+def _grid_point(rows: dict[str, CheckRow], q: float, ndim: int,
+                layout: str | None = None) -> list[tuple[str, str]]:
     """Patterns that fit the rows of one grid point."""
     found: list[tuple[str, str]] = []
     rate, scale = rows.get("drop rate"), rows.get("inverted scaling")
@@ -101,7 +122,7 @@ def _grid_point(rows: dict[str, CheckRow], q: float, ndim: int) -> list[tuple[st
         elif not (swap and _close(s, 1.0 / q)):  # 1/q is the right scale for a swapped q
             found.append(_scale_phrase(s, q, eval_scales))
             train_unscaled = _close(s, 1.0)
-    structure = _independence(rows, ndim)
+    structure = _independence(rows, ndim, layout)
     found += structure
     if _failed(rate) and not swap and not structure:
         found.append(("biased", f"random source biased / quantized (drop rate "
@@ -126,15 +147,19 @@ def _grid_point(rows: dict[str, CheckRow], q: float, ndim: int) -> list[tuple[st
     return found
 
 
-def diagnose_dropout(rows: Sequence[CheckRow], ndim: int) -> str | None:
-    """One line naming the bug patterns that fit the failed ``rows`` (None if none failed)."""
+def diagnose_dropout(rows: Sequence[CheckRow], ndim: int,
+                     layout: str | None = None) -> str | None:
+    """One line naming the bug patterns that fit the failed ``rows`` (None if none failed).
+
+    ``layout`` (one letter per input axis) names the axes in the phrases.
+    """
     found: dict[str, str] = {}
     by_q: dict[float | None, dict[str, CheckRow]] = {}
     for r in rows:
         by_q.setdefault(r.q, {})[r.name] = r
     for q, named in by_q.items():
         if q is not None and 0 < q < 1:
-            for key, phrase in _grid_point(named, q, ndim):
+            for key, phrase in _grid_point(named, q, ndim, layout):
                 found.setdefault(key, phrase)
     for r in rows:
         if r.verdict != FAIL:

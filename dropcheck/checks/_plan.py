@@ -41,8 +41,19 @@ MIN_UNIT_COUNT = 400
 MIN_CALLS = 4
 
 
-def independence_name(axis: int, ndim: int) -> str:
-    """Name the independence test along an input axis (axis 0: examples; last axis: units)."""
+#: what the letters of a declared ``layout`` name (``check_dropout(..., layout="tbf")``)
+AXIS_NAMES = {"b": "the batch", "t": "time steps", "f": "features", "c": "channels",
+              "h": "height", "w": "width", "d": "depth"}
+
+
+def independence_name(axis: int, ndim: int, layout: str | None = None) -> str:
+    """Name the independence test along an input axis.
+
+    With a declared ``layout`` (one letter per axis, :data:`AXIS_NAMES`) the axis is named by
+    it; else axis 0 holds examples and the last axis units.
+    """
+    if layout is not None:
+        return f"independent across {AXIS_NAMES[layout[axis]]} (axis {axis})"
     if ndim == 1:
         return "independent across units (axis 0)"
     if axis == 0:
@@ -78,7 +89,8 @@ class GridPlan:
 
 @functools.lru_cache(maxsize=256)
 def plan_grid_point(q: float, mask_shape: tuple[int, ...], test_axes: tuple[int, ...],
-                    level: float, beta: float, max_calls: int) -> GridPlan:
+                    level: float, beta: float, max_calls: int,
+                    layout: str | None = None) -> GridPlan:
     """Plan the calls at drop probability ``q`` (``0 < q < 1``).
 
     ``mask_shape`` is the input shape with shared axes set to 1, ``test_axes`` the axes whose
@@ -108,7 +120,7 @@ def plan_grid_point(q: float, mask_shape: tuple[int, ...], test_axes: tuple[int,
         "independent across calls": _stats.pairs_power(calls // 2 * entries, CORR_EFFECT, level),
     }
     for a, p in pairs.items():
-        name = independence_name(a, len(mask_shape))
+        name = independence_name(a, len(mask_shape), layout)
         power[name] = _stats.pairs_power(calls * p, CORR_EFFECT, level)
     return GridPlan(q, calls, entries, unit_calls, level, MappingProxyType(power))
 

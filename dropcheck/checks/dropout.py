@@ -77,6 +77,7 @@ class _Setup:
     mode: str
     to_fw: Callable[[np.ndarray], Any]
     hint: str
+    layout: str | None = None
 
 
 def _probe(shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
@@ -178,7 +179,8 @@ def _test_rows(s: _Sample, q: float, plan: _plan.GridPlan, setup: _Setup) -> lis
         ax, half = a + 1, mask.shape[a + 1] // 2
         first = mask[(slice(None),) * ax + (slice(0, 2 * half, 2),)]
         second = mask[(slice(None),) * ax + (slice(1, 2 * half, 2),)]
-        rows.append(_pair_row(_plan.independence_name(a, len(setup.shape)), q, first, second, a))
+        rows.append(_pair_row(_plan.independence_name(a, len(setup.shape), setup.layout), q,
+                              first, second, a))
     half = len(mask) // 2
     rows.append(_pair_row("independent across calls", q, mask[0:2 * half:2], mask[1:2 * half:2],
                           None))
@@ -345,6 +347,19 @@ def _check_shape(shape: Any) -> tuple[int, ...]:
     return out
 
 
+def _check_layout(layout: Any, ndim: int) -> str | None:
+    """Validate ``layout``: one distinct letter of ``_plan.AXIS_NAMES`` per axis, with a ``b``."""
+    if layout is None:
+        return None
+    letters = "".join(_plan.AXIS_NAMES)
+    if (not isinstance(layout, str) or len(layout) != ndim or len(set(layout)) != ndim
+            or not set(layout) <= set(letters) or "b" not in layout):
+        raise ValueError(f"layout must name each of the {ndim} input axes once with a letter "
+                         f"of {letters!r} (b batch, t time, f features, c channels, h/w/d "
+                         f"spatial), including the batch 'b', e.g. 'tbf'; got {layout!r}")
+    return layout
+
+
 def _check_shared(shared_axes: Any, ndim: int) -> tuple[int, ...]:
     """Validate ``shared_axes``: distinct axes of the input, returned non-negative and sorted."""
     if shared_axes is None:
@@ -403,6 +418,7 @@ def check_dropout(
     eval_fn: Callable[..., Any] | None = None,
     vjp_fn: Callable[..., Any] | None = None,
     shared_axes: int | Sequence[int] | None = None,
+    layout: str | None = None,
     alpha: float = 1e-6,
     seed: int = 0,
     raise_on_failure: bool = False,
@@ -422,13 +438,18 @@ def check_dropout(
             when ``fn`` accepts two positional arguments, else ``fn(x)``.  It returns an array
             (numpy, or any array converting through ``__array__`` / DLPack).
         q: a drop probability or a grid of them, each in [0, 1); default ``DEFAULT_Q``.
-        shape: shape of the probe input; axis 0 holds examples and the last axis units.
+        shape: shape of the probe input; axis 0 holds examples and the last axis units
+            (unless ``layout`` says otherwise).
         train: ``False`` says ``fn`` is in eval mode: only the eval (and vjp) checks run.
         eval_fn: the same layer in eval mode, called like ``fn``; must be the identity.
         vjp_fn: returns ``(output, input_gradient)`` for an input and an upstream cotangent:
             ``vjp_fn(x, g)``, ``vjp_fn(x, g, q)`` or ``vjp_fn(q)(x, g)``, as ``fn``.
         shared_axes: axes along which the mask is meant to be constant (variational dropout
             on time, spatial dropout on H and W); otherwise every axis is tested for structure.
+        layout: what each input axis is, one letter per axis: ``b`` batch, ``t`` time, ``f``
+            features, ``c`` channels, ``h``/``w``/``d`` spatial (e.g. ``"tbf"`` for PyTorch's
+            time-first RNN layout); the report's rows and diagnosis name the axes by it.
+            Default: axis 0 holds examples and the last axis units.
         alpha: bound on the probability that a correct layer fails (all tests, Holm).
         seed: seeds the probe input (the layer's own random state is the caller's).
         raise_on_failure: raise :class:`DropcheckError` with the report if a check fails.
@@ -456,6 +477,7 @@ def check_dropout(
     grid = _check_grid(q, mode)
     shape = _check_shape(shape)
     shared = _check_shared(shared_axes, len(shape))
+    layout = _check_layout(layout, len(shape))
     alpha = check_alpha(alpha)
     dt = _check_dtype(dtype)
     seed = check_positive_int(seed, "seed", minimum=0)
@@ -468,11 +490,13 @@ def check_dropout(
         to_fw=to_framework or (lambda a: a),
         hint="" if to_framework else "(if fn needs framework tensors, pass to_framework=, "
                                      "e.g. torch.from_numpy)",
+        layout=layout,
     )
     beta = _plan.BETA / 2 if retest else _plan.BETA
     stat_q = [v for v in grid if v > 0] if train else []
     level = alpha / max(1, len(stat_q) * (3 + len(setup.test_axes)))
-    plans = {v: _plan.plan_grid_point(v, mask_shape, setup.test_axes, level, beta, max_calls)
+    plans = {v: _plan.plan_grid_point(v, mask_shape, setup.test_axes, level, beta, max_calls,
+                                      layout)
              for v in stat_q}
     rng = np.random.default_rng(seed)
     x, g = _probe(shape, dt, rng), _probe(shape, dt, rng)
@@ -506,6 +530,7 @@ def check_dropout(
         notes.append("eval mode not checked: pass eval_fn= (or check fn in eval mode with "
                      "train=False)")
     extra = "".join(f", {k}={v!r}" for k, v in (("shared_axes", shared or None),
+                                                 ("layout", layout),
                                                  ("dtype", str(dt) if dt != np.float64 else None),
                                                  ("train", None if train else False)) if v)
     report = DropoutReport(
@@ -513,7 +538,7 @@ def check_dropout(
         rows=tuple(rows),
         alpha=alpha,
         seed=seed,
-        diagnosis=diagnose_dropout(rows, len(shape)),
+        diagnosis=diagnose_dropout(rows, len(shape), layout),
         sample_sizes=tuple(sizes),
         notes=tuple(notes),
         reproduce=f"check_dropout({fn_name(fn)}, q={grid if len(grid) > 1 else grid[0]!r}, "
