@@ -135,8 +135,8 @@ def measure_m1(ctx: Context) -> Measurement:
         plots_.append(str(_draw(res, path)))
     return Measurement(
         figure=f"identity {fmt(res.identity)}, equalized vs ‖M‖*²/r {fmt(res.equalized)}; "
-        f"{len(res.gaps)} local searches end at bound·(1 + {fmt(min(res.gaps))} … "
-        f"{fmt(max(res.gaps))}), min over trajectories − bound: {fmt(-res.below)}·bound",
+        f"{len(res.gaps)} local searches end between bound·(1 {min(res.gaps):+.1e}) and "
+        f"bound·(1 {max(res.gaps):+.1e}); lowest iterate bound·(1 {-res.below:+.1e})",
         passed=passed,
         values={"identity_rel_error": res.identity, "equalized_rel_error": res.equalized,
                 "product_rel_error": res.product, "max_below_bound": res.below,
