@@ -182,8 +182,12 @@ class _Sharded(Executor):
             return
         token, payload = _dumps(fn)
         handles = self._submit(token, payload, shards, nodes)
-        for h in handles:  # in shard order, whatever order they complete in
-            yield from self._result(h)
+        for part in self._collect(handles):  # in shard order, whatever order they complete in
+            yield from part
+
+    def _collect(self, handles: list[Any]) -> Iterator[list[Any]]:
+        for h in handles:
+            yield self._result(h)
 
     def map(self, fn: Callable[[Chunk], Any], items: Iterable[Chunk]) -> Iterator[Any]:
         """``fn(c)`` per chunk, computed in shards on the workers, yielded in chunk order."""
@@ -334,6 +338,10 @@ class DaskExecutor(_Sharded):
 
     def _result(self, handle: Any) -> list[Any]:
         return handle.result()
+
+    def _collect(self, handles: list[Any]) -> Iterator[list[Any]]:
+        # one gather for all shards: a round trip per future costs more than the task here
+        yield from self.client.gather(handles)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` as one task of the cluster (impure: always run): a Dask future."""
