@@ -64,11 +64,11 @@ def dropcheck_fns(model: LSTM, x: Any, y: Any, seed: int = 0) -> dict[str, Calla
         return g
 
     def r_hat() -> Any:
-        terms = ex.r_approx_sampled_terms(model, x, 1, rng, q=q, chunk=1)[model.mask]
+        terms = ex.r_approx_sampled_terms(model, x, samples=1, rng=rng, q=q, chunk=1)[model.mask]
         return sum(terms.values())
 
     def xi() -> Any:
-        return im.xi_approx(model, x, y, q, rng, draws=1, reduction="sum", chunk=1)
+        return im.xi_approx(model, x, y, q, rng=rng, samples=1, reduction="sum", chunk=1)
 
     return {"plain": plain, "r_hat": r_hat, "xi": xi}
 

@@ -51,8 +51,8 @@ def _row(name: str, model: Any, x: Any, y: Any, q: float, repeats: int,
     rng = np.random.default_rng(0)
     fns = {
         "plain": plain,
-        "r_hat": lambda: explicit.r_approx_sampled(model, x, y, 1, rng),
-        "xi": lambda: implicit.xi_approx(model, x, y, q, rng, reduction="mean"),
+        "r_hat": lambda: explicit.r_approx_sampled(model, x, y, samples=1, rng=rng),
+        "xi": lambda: implicit.xi_approx(model, x, y, q, rng=rng, reduction="mean"),
         **extra_fns,
     }
     notes = []

@@ -4,13 +4,14 @@ Every public estimator reads ``(model, x, y, q, /, *, sites=None, samples=..., r
 the four mathematical arguments positional-only, everything else by keyword.  Sample counts are
 ``samples`` (formerly ``draws``, ``T``, ``calls``); randomness is ``rng`` (formerly also
 ``seed``): an ``int`` seed, a ``numpy.random.SeedSequence``, a ``numpy.random.Generator`` (or a
-device generator with the same ``random``/``standard_normal`` methods, e.g. cupy's), or None for
+device generator with numpy's ``random(shape)`` method, e.g. cupy's), or None for
 the fixed default seed :data:`DEFAULT_SEED` — never global random state, so a call without
 ``rng`` is reproducible.
 
 :func:`accepts_old_signature` keeps callers of the old signatures working for one deprecation
 cycle: old positional arguments and old keyword names are mapped to the new keywords, each with
-a ``DeprecationWarning`` raised once per (function, argument).
+one ``DeprecationWarning`` per call naming every old form it used, each form warned about
+once per (function, argument).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 import numpy as _np
 
-__all__ = ["DEFAULT_SEED", "resolve_rng", "accepts_old_signature"]
+__all__ = ["DEFAULT_SEED", "resolve_rng", "resolve_seed", "accepts_old_signature"]
 
 #: Seed used when a function is called with ``rng=None``.
 DEFAULT_SEED = 0
@@ -34,28 +35,38 @@ F = TypeVar("F", bound=Callable[..., Any])
 _WARNED: set[tuple[str, str]] = set()
 
 
-def _warn_once(func: str, key: str, message: str) -> None:
-    if (func, key) in _WARNED:
+def _warn_once(func: str, notes: list[tuple[str, str]], prefix: str) -> None:
+    """Warn once (DeprecationWarning) about the old forms ``notes`` (key, text) of one call.
+
+    Forms already warned about for ``func`` in this process are left out: each warns once.
+    """
+    new = [(k, t) for k, t in notes if (func, k) not in _WARNED]
+    if not new:
         return
-    _WARNED.add((func, key))
+    _WARNED.update((func, k) for k, _ in new)
     # stacklevel 3: the user's call, above the wrapper
-    warnings.warn(message, DeprecationWarning, stacklevel=3)
+    warnings.warn(f"{prefix}: " + "; ".join(t for _, t in new), DeprecationWarning,
+                  stacklevel=3)
 
 
-def resolve_rng(rng: Any, name: str = "rng") -> Any:
-    """Return a random generator for ``rng`` (see the module docstring for what is accepted).
+def resolve_seed(rng: Any, name: str = "rng") -> Any:
+    """Normalise ``rng`` to one ``numpy.random.SeedSequence``, or the generator object itself.
 
-    A generator object is used as is (the caller's stream advances); an int or SeedSequence
-    starts a fresh numpy ``Generator``; None starts one from :data:`DEFAULT_SEED`.
+    Every accepted seed form becomes a SeedSequence: ``None`` → ``SeedSequence(DEFAULT_SEED)``,
+    an int (Python or numpy, via ``operator.index``) ``s`` → ``SeedSequence(s)``, a SeedSequence
+    as is — so ``5``, ``np.int64(5)`` and ``SeedSequence(5)`` give the same streams (and
+    ``default_rng`` of the result is ``default_rng(s)``).  A generator object (numpy's, or a
+    device generator with ``random(shape)``) is returned as is.
     """
     if rng is None:
-        return _np.random.default_rng(DEFAULT_SEED)
+        return _np.random.SeedSequence(DEFAULT_SEED)
     if isinstance(rng, _np.random.Generator) or (
-        hasattr(rng, "random") and hasattr(rng, "standard_normal")
+        hasattr(rng, "random") and not isinstance(rng, _np.random.SeedSequence)
     ):
+        # duck-typed: anything with numpy's ``random(shape)`` (a device generator, a test double)
         return rng
     if isinstance(rng, _np.random.SeedSequence):
-        return _np.random.default_rng(rng)
+        return rng
     if isinstance(rng, bool):
         raise TypeError(f"{name} must be an int seed, a SeedSequence, a Generator or None; "
                         f"got {rng!r}")
@@ -68,7 +79,18 @@ def resolve_rng(rng: Any, name: str = "rng") -> Any:
         ) from None
     if seed < 0:
         raise ValueError(f"{name}: a seed must be a non-negative integer, got {seed}")
-    return _np.random.default_rng(seed)
+    return _np.random.SeedSequence(seed)
+
+
+def resolve_rng(rng: Any, name: str = "rng") -> Any:
+    """Return a random generator for ``rng`` (see the module docstring for what is accepted).
+
+    A generator object is used as is (the caller's stream advances); an int or SeedSequence
+    starts a fresh numpy ``Generator`` (``default_rng(s)``); None starts one from
+    :data:`DEFAULT_SEED`.  Seeds are normalised by :func:`resolve_seed`.
+    """
+    r = resolve_seed(rng, name)
+    return _np.random.default_rng(r) if isinstance(r, _np.random.SeedSequence) else r
 
 
 def accepts_old_signature(
@@ -76,10 +98,12 @@ def accepts_old_signature(
 ) -> Callable[[F], F]:
     """Decorator: map a function's old calling conventions onto its new signature.
 
-    ``positional`` names, in order, the arguments the old signature took positionally after the
-    new positional-only ones (e.g. ``("rng", "draws")``); ``renamed`` maps old keyword names to
-    new ones (e.g. ``{"draws": "samples", "seed": "rng"}``), applied after ``positional``.  Each
-    old use warns once.  Passing an argument both ways is a TypeError naming it.
+    Positional-only parameters (``model, x, y, q``) passed by keyword, as the old signatures
+    allowed, are moved to their positions.  ``positional`` names, in order, the arguments the
+    old signature took positionally after the new positional-only ones (e.g.
+    ``("rng", "draws")``); ``renamed`` maps old keyword names to new ones (e.g.
+    ``{"draws": "samples", "seed": "rng"}``), applied after ``positional``.  Each old use warns
+    once.  Passing an argument both ways is a TypeError naming it.
     """
     renamed = dict(renamed or {})
 
@@ -90,9 +114,22 @@ def accepts_old_signature(
         )
         qual = fn.__qualname__
         mod = fn.__module__.removeprefix("dropcheck.")
+        posonly = [p.name for p in sig.parameters.values() if p.kind == p.POSITIONAL_ONLY]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            notes: list[tuple[str, str]] = []
+            if len(args) < len(posonly) and any(n in kwargs for n in posonly[len(args):]):
+                # the old signatures took these by keyword too (``q=0.3``)
+                args = list(args)
+                for name in posonly[len(args):]:
+                    if name not in kwargs:
+                        break
+                    notes.append((f"kw:{name}",
+                                  f"passing {name!r} by keyword is deprecated; pass it "
+                                  "positionally"))
+                    args.append(kwargs.pop(name))
+                args = tuple(args)
             if len(args) > n_pos:
                 extra = args[n_pos:]
                 if len(extra) > len(positional):
@@ -106,9 +143,8 @@ def accepts_old_signature(
                     if name in kwargs:
                         raise TypeError(f"{mod}.{qual}() got {name!r} both positionally and "
                                         "by keyword")
-                    _warn_once(qual, f"pos:{old}",
-                               f"{mod}.{qual}: passing {old!r} positionally is deprecated; "
-                               f"pass {name}=... by keyword")
+                    notes.append((f"pos:{old}", f"passing {old!r} positionally is deprecated; "
+                                                 f"pass {name}=... by keyword"))
                     kwargs[name] = value
                 args = args[:n_pos]
             for old, new in renamed.items():
@@ -116,11 +152,13 @@ def accepts_old_signature(
                     if new in kwargs:
                         raise TypeError(f"{mod}.{qual}() got both {old!r} (deprecated) and "
                                         f"{new!r}; pass only {new}=...")
-                    _warn_once(qual, f"kw:{old}",
-                               f"{mod}.{qual}: argument {old!r} is deprecated; use {new}=...")
+                    notes.append((f"kw:{old}", f"argument {old!r} is deprecated; use {new}=..."))
                     kwargs[new] = kwargs.pop(old)
+            if notes:
+                _warn_once(qual, notes, f"{mod}.{qual}")
             return fn(*args, **kwargs)
 
+        wrapper.__old_signature__ = (tuple(positional), dict(renamed))  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return deco

@@ -48,9 +48,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from dropcheck._api import accepts_old_signature, resolve_rng
 from dropcheck._engine import chunk_items, sample_sums
-from dropcheck._validate import check_choice, check_positive_int, check_q, check_q_sites
-from dropcheck.backend import make_rng, namespace
+from dropcheck._validate import (
+    check_array,
+    check_choice,
+    check_positive_int,
+    check_q,
+    check_q_sites,
+)
+from dropcheck.backend import namespace
 from dropcheck.exact import MAX_MASKS, expectation
 from dropcheck.losses import log_softmax, softmax
 from dropcheck.models._base import Model, Trace
@@ -75,7 +82,8 @@ CONVENTIONS: tuple[str, ...] = ("inverted", "original")
 # ----------------------------------------------------------------------------- ridge (L1)
 
 
-def ridge_penalty(W: Any, x: Any, q: float) -> Any:
+@accepts_old_signature()
+def ridge_penalty(W: Any, x: Any, q: float, /) -> Any:
     r"""The dropout penalty of least squares with input dropout: ``½ (q/(1−q)) Σ_kj W_kj² x_j²``.
 
     Seed 002, "Dropout in Linear Models is L2 Regularization", with keep probability
@@ -104,7 +112,7 @@ def ridge_penalty(W: Any, x: Any, q: float) -> Any:
     """
     q = check_q(q)
     xp = namespace(W, x)
-    W, x = xp.asarray(W), xp.asarray(x)
+    W, x = check_array(W, xp, "W"), check_array(x, xp, "x")
     if W.ndim not in (1, 2):
         raise ValueError(f"W must have shape (c, d) or (d,), got {tuple(W.shape)}")
     if x.ndim not in (1, 2) or x.shape[-1] != W.shape[-1]:
@@ -153,10 +161,12 @@ def _floats_per_mask(model: Model) -> int:
 # ----------------------------------------------------------------------------- predictions
 
 
+@accepts_old_signature()
 def weight_scaled_predict(
     model: Model,
     x: Any,
     q: Any,
+    /,
     *,
     sites: Iterable[str] | str | None = None,
     convention: Convention = "inverted",
@@ -193,12 +203,14 @@ def weight_scaled_predict(
     return _squeeze(softmax(logits[0, ...], xp), single)
 
 
+@accepts_old_signature(positional=("sites",))
 def geometric_mean_predict(
     model: Model,
     x: Any,
     q: Any,
-    sites: Iterable[str] | str | None = None,
+    /,
     *,
+    sites: Iterable[str] | str | None = None,
     convention: Convention = "inverted",
     chunk_size: int | None = None,
     max_masks: int = MAX_MASKS,
@@ -242,12 +254,14 @@ def geometric_mean_predict(
     return _squeeze(softmax(g, xp), single)
 
 
+@accepts_old_signature(positional=("sites",))
 def predictive_moments(
     model: Model,
     x: Any,
     q: Any,
-    sites: Iterable[str] | str | None = None,
+    /,
     *,
+    sites: Iterable[str] | str | None = None,
     convention: Convention = "inverted",
     chunk_size: int | None = None,
     max_masks: int = MAX_MASKS,
@@ -288,12 +302,14 @@ def predictive_moments(
     return _squeeze(m1 + s0, single), _squeeze(var, single)
 
 
+@accepts_old_signature(positional=("sites",))
 def arithmetic_mean_predict(
     model: Model,
     x: Any,
     q: Any,
-    sites: Iterable[str] | str | None = None,
+    /,
     *,
+    sites: Iterable[str] | str | None = None,
     convention: Convention = "inverted",
     chunk_size: int | None = None,
     max_masks: int = MAX_MASKS,
@@ -307,7 +323,7 @@ def arithmetic_mean_predict(
         Class probabilities ``(n, c)`` (``(c,)`` for one example).
     """
     mean, _ = predictive_moments(
-        model, x, q, sites, convention=convention, chunk_size=chunk_size, max_masks=max_masks
+        model, x, q, sites=sites, convention=convention, chunk_size=chunk_size, max_masks=max_masks
     )
     return mean
 
@@ -332,18 +348,20 @@ class MCDropout:
     samples: int
 
 
+@accepts_old_signature(positional=("T", "rng", "sites"), renamed={"T": "samples"})
 def mc_dropout(
     model: Model,
     x: Any,
     q: Any,
-    T: int,
-    rng: Any,
-    sites: Iterable[str] | str | None = None,
+    /,
     *,
+    sites: Iterable[str] | str | None = None,
+    samples: int,
+    rng: Any = None,
     convention: Convention = "inverted",
     chunk_size: int | None = None,
 ) -> MCDropout:
-    r"""MC dropout: ``T`` stochastic forward passes with dropout on, their mean and variance.
+    r"""MC dropout: ``T = samples`` stochastic passes with dropout on, their mean and variance.
 
     Seed 002, "Bayesian Connection: MC Dropout" (Gal & Ghahramani 2016):
 
@@ -362,8 +380,9 @@ def mc_dropout(
         model: a model of the site protocol.
         x: inputs ``(n, d0)`` or ``(d0,)``.
         q: drop probability (float, or dict site -> q).
-        T: number of stochastic passes, ``>= 1``.
-        rng: a random generator (numpy ``Generator``, or cupy's), or an int seed.
+        samples: the number ``T`` of stochastic passes, ``>= 1`` (formerly ``T``).
+        rng: an int seed, a ``SeedSequence``, a random generator (numpy's or cupy's), or None
+            for the fixed default seed.
         sites: the dropout sites (default: all).
         convention: sub-networks ``F(x, m/p)`` (``"inverted"``) or ``F(x, m)`` (``"original"``).
         chunk_size: passes per forward (default: sized to a fixed memory budget).
@@ -372,12 +391,8 @@ def mc_dropout(
         An :class:`MCDropout` with ``mean``, ``var``, ``mean_stderr``, ``var_stderr``.
     """
     x2, single, names, qd = _setup(model, x, q, sites, convention)
-    T = check_positive_int(T, "T")
-    if rng is None:
-        raise TypeError("rng must be a random Generator (e.g. numpy.random.default_rng(0)) or "
-                        "an int seed, got None")
-    gen = make_rng(rng) if isinstance(rng, int) and not isinstance(rng, bool) else make_rng(
-        None, rng)
+    T = check_positive_int(samples, "samples")
+    gen = resolve_rng(rng)
     xp = model.xp
     n = x2.shape[0]
     if chunk_size is None:

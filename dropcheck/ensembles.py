@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dropcheck import exact
+from dropcheck._api import accepts_old_signature
 from dropcheck.losses import log_softmax
 from dropcheck.models._base import Model, Trace
 
@@ -62,7 +63,8 @@ def nwgm(geo: Any, geo_complement: Any) -> Any:
     return geo / (geo + geo_complement)
 
 
-def sigmoid_ensemble(model: Model, x: Any, q: Any,
+@accepts_old_signature(positional=("sites",))
+def sigmoid_ensemble(model: Model, x: Any, q: Any, /, *,
                      sites: Iterable[str] | str | None = None) -> SigmoidEnsemble:
     """E, Var, G, G', NWGM of class 1 of a 2-class ``model`` over every mask of ``sites``.
 

@@ -38,8 +38,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dropcheck import _engine, _fastenum
+from dropcheck._api import accepts_old_signature
 from dropcheck._engine import Executor
-from dropcheck._validate import check_positive_int, check_q_sites
+from dropcheck._validate import check_directions, check_positive_int, check_q_sites
 from dropcheck.models._base import Model, Trace
 from dropcheck.noise import mask_count
 
@@ -71,17 +72,22 @@ def _setup(
     return x2, single, names, check_q_sites(q, names)
 
 
-def mask_count_for(model: Model, q: Any, sites: Iterable[str] | str | None = None) -> int:
+@accepts_old_signature(positional=("sites",))
+def mask_count_for(
+    model: Model, q: Any, /, *, sites: Iterable[str] | str | None = None
+) -> int:
     """Number of masks an exact expectation over ``sites`` enumerates."""
     names = model.check_sites(sites)
     return mask_count({s: model.widths[s] for s in names}, check_q_sites(q, names))
 
 
+@accepts_old_signature()
 def expectation(
     model: Model,
     x: Any,
     q: Any,
     fn: Callable[[Trace, Any], tuple[Any, ...]],
+    /,
     *,
     sites: Iterable[str] | str | None = None,
     floats_per_mask: int | None = None,
@@ -109,12 +115,14 @@ def expectation(
     )
 
 
+@accepts_old_signature()
 def replicated_expectation(
     model: Model,
     x: Any,
     q: Any,
     copies: int,
     fn: Callable[[list[Trace], Any], tuple[Any, ...]],
+    /,
     *,
     sites: Iterable[str] | str | None = None,
     max_masks: int = MAX_MASKS,
@@ -131,6 +139,12 @@ def replicated_expectation(
     """
     x2, _, names, qd = _setup(model, x, q, sites)
     copies = check_positive_int(copies, "copies")
+    # refuse with the user's site names (the copies' internal names ``site#j`` stay inside)
+    label = {s: s if copies == 1 else f"{s} (×{copies} copies)" for s in names}
+    _engine.check_mask_count(
+        {label[s]: copies * model.widths[s] for s in names}, {label[s]: qd[s] for s in names},
+        check_positive_int(max_masks, "max_masks"), what,
+    )
     rep = {f"{s}#{j}": model.widths[s] for j in range(copies) for s in names}
     qrep = {f"{s}#{j}": qd[s] for j in range(copies) for s in names}
     if chunk_size is None:
@@ -183,11 +197,13 @@ def _sharded_decoder(model: Model, fp: Any, qd: dict[str, float], executor: Any)
     return split_applies(model, fp, qd)
 
 
+@accepts_old_signature()
 def expected_loss(
     model: Model,
     x: Any,
     y: Any,
     q: Any,
+    /,
     *,
     sites: Iterable[str] | str | None = None,
     chunk_size: int | None = None,
@@ -225,11 +241,13 @@ def expected_loss(
     return _squeeze(s, single)
 
 
+@accepts_old_signature()
 def explicit_regularizer(
     model: Model,
     x: Any,
     y: Any,
     q: Any,
+    /,
     *,
     sites: Iterable[str] | str | None = None,
     chunk_size: int | None = None,
@@ -266,7 +284,8 @@ def explicit_regularizer(
     return _squeeze(s, single)
 
 
-def loss_gradients(model: Model, tr: Trace, y: Any) -> Any:
+@accepts_old_signature()
+def loss_gradients(model: Model, tr: Trace, y: Any, /) -> Any:
     """Per-draw, per-example flat loss gradients ``∇_W ℓ(F(x, η))``, ``(B, n, P)``."""
     _, g = model.backward(tr, model.loss.grad(tr.logits, y)[None, ...], params=True)
     return g[0, ...]
@@ -276,11 +295,13 @@ def _grad_floats(model: Model) -> int:
     return 4 * model.n_params + 4 * (sum(model.widths.values()) + model.n_classes)
 
 
+@accepts_old_signature()
 def expected_gradient(
     model: Model,
     x: Any,
     y: Any,
     q: Any,
+    /,
     *,
     sites: Iterable[str] | str | None = None,
     chunk_size: int | None = None,
@@ -313,11 +334,13 @@ def expected_gradient(
     return _squeeze(s, single)
 
 
+@accepts_old_signature()
 def gradient_noise_cov(
     model: Model,
     x: Any,
     y: Any,
     q: Any,
+    /,
     *,
     directions: Any = None,
     sites: Iterable[str] | str | None = None,
@@ -335,10 +358,7 @@ def gradient_noise_cov(
     y2 = model.check_y(y, x2.shape[0])
     xp = model.xp
     P = model.n_params
-    if directions is not None:
-        directions = xp.asarray(directions)
-        if directions.ndim != 2 or directions.shape[0] != P:
-            raise ValueError(f"directions must have shape ({P}, k), got {directions.shape}")
+    directions = check_directions(directions, xp, P)
     shift = loss_gradients(model, model.trace(x2), y2)[0, ...]  # (n, P)
 
     def fn(tr: Trace, p: Any) -> tuple[Any, Any]:
@@ -357,13 +377,15 @@ def gradient_noise_cov(
     return _squeeze(cov, single)
 
 
+@accepts_old_signature(positional=("k",))
 def dropout_k_cov(
     model: Model,
     x: Any,
     y: Any,
     q: Any,
-    k: int,
+    /,
     *,
+    k: int,
     directions: Any = None,
     sites: Iterable[str] | str | None = None,
     chunk_size: int | None = None,

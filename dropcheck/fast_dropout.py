@@ -102,7 +102,7 @@ def expected_logistic_loss(model: Linear, x: Any, y: Any, q: float, /, *,
     return _gauss(softplus, mu, var, nodes) - xp.astype(y, mu.dtype) * mu
 
 
-def softmax_predictive_mean(model: Linear, x: Any, q: float, *, nodes: int = 12) -> Any:
+def softmax_predictive_mean(model: Linear, x: Any, q: float, /, *, nodes: int = 12) -> Any:
     r"""Fast-dropout ``E[softmax(z̃)]`` of a softmax layer: ``z̃ ~ N(Wx + b, δ W diag(x²) Wᵀ)``.
 
     Tensor Gauss–Hermite over the ``c`` logits (``nodes^c`` points per example); ``(n, c)``.

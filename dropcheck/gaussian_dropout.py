@@ -111,7 +111,7 @@ def third_order_gap(model: Linear, x: Any, q: float, /) -> Any:
     return out[0] if single else out
 
 
-def noise_expected_loss(model: Model, x: Any, y: Any, q: Any, *, sites: Any = None,
+def noise_expected_loss(model: Model, x: Any, y: Any, q: Any, /, *, sites: Any = None,
                         nodes: int = 6, error: bool = False) -> Any:
     r"""``E_ε ℓ(F(x, ε))`` with Gaussian dropout ``ε ~ N(0, q/(1−q))`` at ``sites``, any model.
 

@@ -59,7 +59,7 @@ def log_partition(z: Any, xp: Any) -> Any:
     return m[..., 0] + xp.log(xp.sum(xp.exp(z - m), axis=-1))
 
 
-def unlabeled_regularizer(model: Linear, x: Any, q: float) -> Any:
+def unlabeled_regularizer(model: Linear, x: Any, q: float, /) -> Any:
     """``E_m[A(z̃)] − A(z)`` by exact enumeration of the input masks, without labels: ``(n,)``.
 
     Wager et al. 2013: equals :func:`dropcheck.exact.explicit_regularizer` for every label
@@ -79,7 +79,7 @@ def unlabeled_regularizer(model: Linear, x: Any, q: float) -> Any:
     return out[0] if single else out
 
 
-def natural_hessian(model: Linear, x: Any) -> Any:
+def natural_hessian(model: Linear, x: Any, /) -> Any:
     """``∇²A(z) = diag(p) − p pᵀ`` at the clean logits: ``(n, c, c)`` (the Fisher weights)."""
     _check_model(model, "natural_hessian")
     xp = model.xp
@@ -89,7 +89,7 @@ def natural_hessian(model: Linear, x: Any) -> Any:
     return p[:, :, None] * eye - p[:, :, None] * p[:, None, :]
 
 
-def logit_covariance(model: Linear, x: Any, variance: float) -> Any:
+def logit_covariance(model: Linear, x: Any, variance: float, /) -> Any:
     r"""``Cov(z̃) = v·W diag(x²) Wᵀ`` ``(n, c, c)`` for multiplicative input noise of variance ``v``.
 
     Any noise ``x̃ = (1 + ε) ⊙ x`` with independent ``ε_j``, ``E ε_j = 0``, ``E ε_j² = v``:
@@ -101,7 +101,7 @@ def logit_covariance(model: Linear, x: Any, variance: float) -> Any:
     return variance * matmul(W[None, :, :] * (x2 * x2)[:, None, :], W.T, xp)
 
 
-def quadratic_regularizer(model: Linear, x: Any, q: float) -> Any:
+def quadratic_regularizer(model: Linear, x: Any, q: float, /) -> Any:
     r"""Wager's quadratic regularizer ``½⟨∇²A(z), Cov(z̃)⟩`` per example, ``(n,)``."""
     q = check_q(q)
     xp = model.xp
@@ -111,7 +111,7 @@ def quadratic_regularizer(model: Linear, x: Any, q: float) -> Any:
     return out[0] if single else out
 
 
-def fisher_ridge(model: Linear, x: Any, q: float) -> Any:
+def fisher_ridge(model: Linear, x: Any, q: float, /) -> Any:
     r"""Fisher-scaled ridge ``(δ/2) Σ_j W_{:,j}ᵀ (Σ_i x_ij² ∇²A(z_i)) W_{:,j}``, a scalar.
 
     Summed (not averaged) over the ``n`` examples of ``x``, as in Wager et al.; for logistic

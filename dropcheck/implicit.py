@@ -23,7 +23,7 @@ gradient is the mean over its examples, each with its own independent masks.  So
 functions return one flat vector of length ``P`` (parameters flattened in the model's order,
 :meth:`~dropcheck.models.Model.flatten_params`) *per example*: shape ``(n, P)``, or ``(P,)``
 for a single example ``x`` of shape ``(d0,)``; ``reduction="mean"`` averages over the
-examples instead (the noise of the mini-batch gradient), shape ``(P,)``.  ``draws=N`` adds a
+examples instead (the noise of the mini-batch gradient), shape ``(P,)``.  ``samples=N`` adds a
 leading axis of ``N`` independent samples (``(N, n, P)`` / ``(N, P)``).  The mini-batch
 algorithms (:func:`dropout_k_gradient`, :func:`noise_injected_gradient`, :func:`update`) always
 average over the examples, as Algorithms 1, 2 and 4 do.
@@ -33,7 +33,7 @@ mask form (:meth:`~dropcheck.models.Model.sample_noise_for`: locked or per step)
 model's context (an LSTM window's carried state and DropConnect mask,
 :meth:`~dropcheck.models.Model.with_context`), and with ``reduction="sum"`` sum the gradients
 over the examples inside the sweep (:meth:`~dropcheck.models.Model.param_gradient`,
-``per_example=False``): ``([draws,] P)`` without any ``(n, P)`` array, what a corpus
+``per_example=False``): ``([samples,] P)`` without any ``(n, P)`` array, what a corpus
 evaluation at AWD-LSTM sizes needs.  ``chunk`` sets the draws per sweep (default: the memory
 budget).
 
@@ -51,14 +51,18 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from dropcheck import _engine
+from dropcheck._api import accepts_old_signature, resolve_rng
 from dropcheck._validate import (
+    check_array,
+    check_array_kind,
     check_choice,
+    check_directions,
+    check_finite,
     check_finite_scalar,
     check_nonnegative,
     check_positive_int,
     check_q_sites,
 )
-from dropcheck.backend import make_rng
 from dropcheck.exact import MAX_MASKS, expected_gradient, loss_gradients
 from dropcheck.explicit.taylor import strength
 from dropcheck.models._base import Model
@@ -86,10 +90,9 @@ _CHUNK_BYTES = _engine.CHUNK_BYTES
 
 # ----- shared plumbing -----
 def _rng(rng: Any) -> Any:
-    # a generator object is used as is (numpy or a device generator); an int seeds numpy's
-    if rng is not None and hasattr(rng, "random"):
-        return make_rng(None, rng)
-    return make_rng(rng)
+    # a generator object is used as is (numpy or a device generator); a seed of any accepted
+    # form seeds numpy's; None is the fixed default seed
+    return resolve_rng(rng)
 
 
 def _setup(
@@ -101,8 +104,8 @@ def _setup(
     return x2, single, y2, names, check_q_sites(q, names)
 
 
-def _check_draws(draws: int | None) -> int:
-    return 1 if draws is None else check_positive_int(draws, "draws")
+def _check_draws(samples: int | None) -> int:
+    return 1 if samples is None else check_positive_int(samples, "samples")
 
 
 def _chunk(model: Model, n: int, per_draw: int) -> int:
@@ -165,16 +168,18 @@ def _draws_in(model: Model, n: int, draws: int, per_draw: int, fn: Callable[[int
 
 
 # ----- gradient noise -----
+@accepts_old_signature(positional=("rng", "draws"), renamed={"draws": "samples"})
 def xi_drop(
     model: Model,
     x: Any,
     y: Any,
     q: Any,
-    rng: Any = None,
-    draws: int | None = None,
+    /,
     *,
-    mean: Any = None,
     sites: Iterable[str] | str | None = None,
+    samples: int | None = None,
+    rng: Any = None,
+    mean: Any = None,
     reduction: str = "none",
     max_masks: int = MAX_MASKS,
 ) -> Any:
@@ -192,10 +197,13 @@ def xi_drop(
 
     Parameters
     ----------
-    model, x, y, q, rng
-        Network, inputs ``(n, d0)`` or ``(d0,)``, targets, drop probability, generator.
-    draws
-        Number of independent samples (a leading axis); None for one sample without it.
+    model, x, y, q
+        Network, inputs ``(n, d0)`` or ``(d0,)``, targets, drop probability.
+    samples
+        Number of independent samples (a leading axis); None for one sample without it
+        (formerly ``draws``).
+    rng
+        Int seed, ``SeedSequence``, generator, or None for the fixed default seed.
     mean
         ``∇_W ℓ_drop`` per example, ``(n, P)`` (``(P,)`` for one example); None computes it.
     sites
@@ -206,16 +214,18 @@ def xi_drop(
     max_masks
         Limit of the exact enumeration of the mean.
 
-    Returns ``([draws,] n, P)`` (``([draws,] P)`` for ``reduction="mean"`` or one example).
+    Returns ``([samples,] n, P)`` (``([samples,] P)`` for ``reduction="mean"`` or one example).
     """
     x2, single, y2, names, qd = _setup(model, x, y, q, sites)
     reduction = check_choice(reduction, _REDUCTIONS, "reduction")
-    nd = _check_draws(draws)
+    nd = _check_draws(samples)
     xp, n, P = model.xp, x2.shape[0], model.n_params
     if mean is None:
         mu = expected_gradient(model, x2, y2, qd, sites=names, max_masks=max_masks)
     else:
         mu = xp.asarray(mean)
+        check_array_kind(mu, xp, "mean")
+        check_finite(mu, xp, "mean")
         if mu.shape != (n, P) and not (n == 1 and mu.shape == (P,)):
             raise ValueError(
                 f"mean must be the expected gradient per example, shape ({n}, {P}), got "
@@ -227,18 +237,20 @@ def xi_drop(
         return _grads(model, x2, y2, _sample(gen, model, qd, b, n, "bernoulli")) - mu
 
     out = _map_draws(model, n, nd, 1, chunk)
-    return _shape_out(out, single, reduction, draws, xp)
+    return _shape_out(out, single, reduction, samples, xp)
 
 
+@accepts_old_signature(positional=("rng", "draws"), renamed={"draws": "samples"})
 def xi_tilde(
     model: Model,
     x: Any,
     y: Any,
     q: Any,
-    rng: Any = None,
-    draws: int | None = None,
+    /,
     *,
     sites: Iterable[str] | str | None = None,
+    samples: int | None = None,
+    rng: Any = None,
     reduction: str = "none",
     chunk: int | None = None,
 ) -> Any:
@@ -249,13 +261,13 @@ def xi_tilde(
     with independent ``η¹, η²``: mean exactly 0 and ``Cov(ξ̃) = 2 Cov(ξ_drop)`` (claim D2), so
     ``Cov(ξ̃)/2`` estimates ``Cov(ξ_drop)`` from draws without the mean ``∇ℓ_drop`` — the
     sampling route for nets too large to enumerate.  Arguments and shapes as :func:`xi_drop`;
-    ``reduction="sum"``: summed over the examples inside the sweep, ``([draws,] P)`` (module
+    ``reduction="sum"``: summed over the examples inside the sweep, ``([samples,] P)`` (module
     doc).  A chunk of ``b`` pairs draws ``2b`` masks; per example draw ``2j`` is paired with
     ``2j+1``, summed draw ``j`` with ``b+j`` (the pairs of :mod:`dropcheck.lm`'s corpus runs).
     """
     x2, single, y2, _, qd = _setup(model, x, y, q, sites)
     reduction = check_choice(reduction, _SUM_REDUCTIONS, "reduction")
-    nd = _check_draws(draws)
+    nd = _check_draws(samples)
     xp, n = model.xp, x2.shape[0]
     gen = _rng(rng)
 
@@ -272,8 +284,8 @@ def xi_tilde(
 
     out = _draws_in(model, 1 if reduction == "sum" else n, nd, 2, one, chunk)
     if reduction == "sum":
-        return out[0, ...] if draws is None else out
-    return _shape_out(out, single, reduction, draws, xp)
+        return out[0, ...] if samples is None else out
+    return _shape_out(out, single, reduction, samples, xp)
 
 
 def _xi_approx_core(
@@ -294,8 +306,9 @@ def _xi_approx_core(
     return a[:, 0, ...]
 
 
+@accepts_old_signature()
 def xi_approx_at(
-    model: Model, x: Any, y: Any, eta: Mapping[str, Any], *, reduction: str = "none"
+    model: Model, x: Any, y: Any, eta: Mapping[str, Any], /, *, reduction: str = "none"
 ) -> Any:
     r"""``ξ_approx`` (4.5)/(4.6) at given noise ``η``, per example.
 
@@ -317,7 +330,7 @@ def xi_approx_at(
     if not eta:
         raise ValueError("eta must give the noise of at least one site")
     model.check_sites(tuple(eta), "eta")
-    arrs = {s: xp.asarray(e) for s, e in eta.items()}
+    arrs = {s: check_array(e, xp, f"eta[{s!r}]") for s, e in eta.items()}
     batched = any(e.ndim == (2 if single else 3) for e in arrs.values())
     norm = {}
     for s, e in arrs.items():
@@ -336,16 +349,19 @@ def xi_approx_at(
     return _shape_out(out, single, reduction, b if batched else None, xp)
 
 
+@accepts_old_signature(positional=("rng", "noise", "sites", "draws"),
+                       renamed={"draws": "samples"})
 def xi_approx(
     model: Model,
     x: Any,
     y: Any,
     q: Any,
+    /,
+    *,
+    sites: Iterable[str] | str | None = None,
+    samples: int | None = None,
     rng: Any = None,
     noise: str = "bernoulli",
-    sites: Iterable[str] | str | None = None,
-    draws: int | None = None,
-    *,
     reduction: str = "none",
     chunk: int | None = None,
 ) -> Any:
@@ -356,14 +372,14 @@ def xi_approx(
     ``noise="bernoulli"`` draws the paper's η; ``"rademacher"`` draws signs scaled by
     ``sqrt(q/(1−q))`` (footnote 6): the same covariance :func:`xi_approx_cov`, since
     ``ξ_approx`` is linear in η and only ``E[ηηᵀ] = (q/(1−q)) I`` enters.  Mean exactly 0.
-    Shapes as :func:`xi_drop`: ``([draws,] n, P)``, or ``([draws,] P)`` for one example,
+    Shapes as :func:`xi_drop`: ``([samples,] n, P)``, or ``([samples,] P)`` for one example,
     ``reduction="mean"`` or ``reduction="sum"`` (summed over the examples inside the sweep;
     module doc).  ``chunk``: draws per sweep (default: the memory budget).
     """
     x2, single, y2, _, qd = _setup(model, x, y, q, sites)
     noise = check_choice(noise, _NOISES, "noise")
     reduction = check_choice(reduction, _SUM_REDUCTIONS, "reduction")
-    nd = _check_draws(draws)
+    nd = _check_draws(samples)
     xp, n = model.xp, x2.shape[0]
     gen = _rng(rng)
     per_example = reduction != "sum"
@@ -374,17 +390,19 @@ def xi_approx(
 
     out = _draws_in(model, n if per_example else 1, nd, 2, one, chunk)
     if not per_example:
-        return out[0, ...] if draws is None else out
-    return _shape_out(out, single, reduction, draws, xp)
+        return out[0, ...] if samples is None else out
+    return _shape_out(out, single, reduction, samples, xp)
 
 
+@accepts_old_signature(positional=("sites",))
 def xi_approx_cov(
     model: Model,
     x: Any,
     y: Any,
     q: Any,
-    sites: Iterable[str] | str | None = None,
+    /,
     *,
+    sites: Iterable[str] | str | None = None,
     directions: Any = None,
     reduction: str = "none",
     chunk_size: int | None = None,
@@ -406,11 +424,7 @@ def xi_approx_cov(
     x2, single, y2, names, qd = _setup(model, x, y, q, sites)
     reduction = check_choice(reduction, _REDUCTIONS, "reduction")
     xp, n, P = model.xp, x2.shape[0], model.n_params
-    V = None
-    if directions is not None:
-        V = xp.asarray(directions)
-        if V.ndim != 2 or V.shape[0] != P:
-            raise ValueError(f"directions must have shape ({P}, r), got {V.shape}")
+    V = check_directions(directions, xp, P)
     step = _chunk(model, n, 2) if chunk_size is None else check_positive_int(
         chunk_size, "chunk_size"
     )
@@ -444,16 +458,18 @@ def _dropout_k_chunk(
     return xp.mean(g, axis=(1, 2))
 
 
+@accepts_old_signature(positional=("k", "rng"), renamed={"draws": "samples"})
 def dropout_k_gradient(
     model: Model,
     x: Any,
     y: Any,
     q: Any,
-    k: int,
-    rng: Any = None,
+    /,
     *,
-    draws: int | None = None,
+    k: int,
     sites: Iterable[str] | str | None = None,
+    samples: int | None = None,
+    rng: Any = None,
 ) -> Any:
     r"""The DROPOUT_k mini-batch gradient (Algorithm 1, eq. 3.1).
 
@@ -463,30 +479,32 @@ def dropout_k_gradient(
     with ``m·k`` independent masks.  Unbiased for the mean of ``∇ℓ_drop`` over the batch,
     covariance ``(1/(m² k)) Σ_i Cov(ξ_drop)(x_i)`` (claim D1;
     :func:`dropcheck.exact.dropout_k_cov`).  ``k = 1`` is standard dropout.  Returns ``(P,)``,
-    or ``(draws, P)`` independent draws.
+    or ``(samples, P)`` independent draws.
     """
     x2, _, y2, _, qd = _setup(model, x, y, q, sites)
     k = check_positive_int(k, "k")
-    nd = _check_draws(draws)
+    nd = _check_draws(samples)
     gen = _rng(rng)
     out = _map_draws(
         model, x2.shape[0], nd, k, lambda b: _dropout_k_chunk(model, x2, y2, qd, k, b, gen)
     )
-    return out[0, ...] if draws is None else out
+    return out[0, ...] if samples is None else out
 
 
+@accepts_old_signature(positional=("k", "rng", "noise"), renamed={"draws": "samples"})
 def noise_injected_gradient(
     model: Model,
     x: Any,
     y: Any,
     q: Any,
+    /,
+    *,
     k: int,
+    sites: Iterable[str] | str | None = None,
+    samples: int | None = None,
     rng: Any = None,
     noise: str = "exact",
-    *,
     approx_noise: str = "bernoulli",
-    draws: int | None = None,
-    sites: Iterable[str] | str | None = None,
 ) -> Any:
     r"""DROPOUT_k with the noise of DROPOUT_1 put back (Sec. 3.1; Algorithm 4).
 
@@ -502,13 +520,13 @@ def noise_injected_gradient(
     with covariance ``Cov(ξ_drop)/k + (1−1/k) Cov(ξ_approx)`` per example (claim I2);
     ``approx_noise`` picks Bernoulli η or scaled Rademacher signs for ``ξ_approx``.  ``g_k`` is
     :func:`dropout_k_gradient`; all masks are independent.  Returns ``(P,)`` or
-    ``(draws, P)``.
+    ``(samples, P)``.
     """
     x2, _, y2, _, qd = _setup(model, x, y, q, sites)
     k = check_positive_int(k, "k")
     noise = check_choice(noise, ("exact", "approx"), "noise")
     approx_noise = check_choice(approx_noise, _NOISES, "approx_noise")
-    nd = _check_draws(draws)
+    nd = _check_draws(samples)
     xp, n = model.xp, x2.shape[0]
     gen = _rng(rng)
     c = math.sqrt(0.5 * (1.0 - 1.0 / k)) if noise == "exact" else math.sqrt(1.0 - 1.0 / k)
@@ -527,7 +545,7 @@ def noise_injected_gradient(
         return g + c * extra
 
     out = _map_draws(model, n, nd, k + 2, chunk)
-    return out[0, ...] if draws is None else out
+    return out[0, ...] if samples is None else out
 
 
 # ----- Algorithm 2 -----
@@ -560,7 +578,7 @@ def _explicit_term(
     from dropcheck import explicit as _explicit  # the R_approx gradient (4.4), sibling module
 
     if lam1 is not None:
-        return lam1 * _explicit.r_approx_grad(model, x2, y2, tuple(qd))
+        return lam1 * _explicit.r_approx_grad(model, x2, y2, sites=tuple(qd))
     # dropout-matching strength q_i/(2(1−q_i)) per site: group the sites sharing a strength
     groups: dict[float, list[str]] = {}
     for s, v in qd.items():
@@ -568,18 +586,20 @@ def _explicit_term(
             groups.setdefault(strength(v), []).append(s)
     total = None
     for lam, group in groups.items():
-        part = lam * _explicit.r_approx_grad(model, x2, y2, tuple(group))
+        part = lam * _explicit.r_approx_grad(model, x2, y2, sites=tuple(group))
         total = part if total is None else total + part
     return total
 
 
+@accepts_old_signature(positional=("rng",))
 def update_direction(
     model: Model,
     x: Any,
     y: Any,
     q: Any,
-    rng: Any = None,
+    /,
     *,
+    rng: Any = None,
     explicit: str | ExplicitFn | None = "approx",
     implicit: str | ImplicitFn | None = "approx",
     lam1: float | None = None,
@@ -637,14 +657,16 @@ def update_direction(
     return g
 
 
+@accepts_old_signature(positional=("lr", "rng"))
 def update(
     model: Model,
     x: Any,
     y: Any,
     q: Any,
+    /,
+    *,
     lr: float,
     rng: Any = None,
-    *,
     explicit: str | ExplicitFn | None = "approx",
     implicit: str | ImplicitFn | None = "approx",
     lam1: float | None = None,
@@ -658,7 +680,7 @@ def update(
     """
     lr = check_finite_scalar(lr, "lr")
     g = update_direction(
-        model, x, y, q, rng, explicit=explicit, implicit=implicit, lam1=lam1, lam2=lam2,
+        model, x, y, q, rng=rng, explicit=explicit, implicit=implicit, lam1=lam1, lam2=lam2,
         sites=sites,
     )
     step = model.unflatten_params(g)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dropcheck._validate import check_choice
+from dropcheck._validate import check_array_kind, check_choice
 from dropcheck.backend import namespace
 
 __all__ = ["Loss", "CrossEntropy", "Squared", "get_loss", "softmax", "log_softmax"]
@@ -233,6 +233,7 @@ class Squared(Loss):
 
     def check_targets(self, y: Any, n: int, c: int, xp: Any) -> Any:  # noqa: D102
         y = xp.asarray(y)
+        check_array_kind(y, xp, "y")  # complex or string targets: a TypeError, not a cast
         if not xp.isdtype(y.dtype, "real floating"):
             y = xp.astype(y, xp.float64)
         if y.ndim == 1 and c == 1 and y.shape == (n,):

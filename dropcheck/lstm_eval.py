@@ -61,7 +61,8 @@ def r_approx_sampled(model: Any, x: Any, y: Any, **kw: Any) -> Any:
 
     _warn("r_approx_sampled")
     m, gen = _bound(model, kw), _gen(kw)
-    return explicit.r_approx_sampled(m, x, y, kw.pop("samples"), gen, kw.pop("sites", None),
+    return explicit.r_approx_sampled(m, x, y, samples=kw.pop("samples"), rng=gen,
+                                     sites=kw.pop("sites", None),
                                      **kw)
 
 
@@ -79,7 +80,7 @@ def r_drop_mc(model: Any, x: Any, y: Any, q: Any, **kw: Any) -> Any:
 
     _warn("r_drop_mc")
     m, gen = _bound(model, kw), _gen(kw)
-    return explicit.r_drop_sampled(m, x, y, q, kw.pop("samples"), gen, **kw)
+    return explicit.r_drop_sampled(m, x, y, q, samples=kw.pop("samples"), rng=gen, **kw)
 
 
 def xi_approx(model: Any, x: Any, y: Any, q: Any, **kw: Any) -> Any:
@@ -93,8 +94,9 @@ def xi_approx(model: Any, x: Any, y: Any, q: Any, **kw: Any) -> Any:
     if eta is not None:
         out = implicit.xi_approx_at(m, x, y, eta)
         return out if red == "none" else m.xp.sum(out, axis=-2)
-    return implicit.xi_approx(m, x, y, q, gen, kw.pop("noise", "bernoulli"), kw.pop("sites", None),
-                              kw.pop("draws", 1), reduction=red)
+    return implicit.xi_approx(m, x, y, q, rng=gen, noise=kw.pop("noise", "bernoulli"),
+                              sites=kw.pop("sites", None),
+                              samples=kw.pop("draws", 1), reduction=red)
 
 
 def xi_tilde(model: Any, x: Any, y: Any, q: Any, **kw: Any) -> Any:
@@ -103,7 +105,7 @@ def xi_tilde(model: Any, x: Any, y: Any, q: Any, **kw: Any) -> Any:
 
     _warn("xi_tilde")
     m, gen = _bound(model, kw), _gen(kw)
-    return implicit.xi_tilde(m, x, y, q, gen, kw.pop("draws", 1), reduction="sum", **kw)
+    return implicit.xi_tilde(m, x, y, q, rng=gen, samples=kw.pop("draws", 1), reduction="sum", **kw)
 
 
 def _moved(name: str, where: str) -> Callable[..., Any]:

@@ -6,9 +6,13 @@ error (the sample standard deviation over ``sqrt(samples)``).  Sums are taken ar
 (the value without dropout) so the variance does not suffer cancellation.
 
 With an executor (``executor=``, or a ``dropcheck.parallel.using(…)`` block) the draws use
-keyed streams: chunk ``c`` draws from child ``c`` of a root ``SeedSequence`` (from ``seed``,
-or entropy drawn from ``rng``), so the estimate is the same on any executor and any number of
-workers (it differs from the executor-less default, whose one generator runs in chunk order).
+keyed streams: chunk ``c`` draws from child ``c`` of a root ``SeedSequence`` (``rng`` as a
+seed, or entropy drawn from ``rng`` when it is a generator), so the estimate is the same on any
+executor and any number of workers (it differs from the executor-less default, whose one
+generator runs in chunk order).
+
+``rng`` is an int seed, a ``numpy.random.SeedSequence``, a generator, or None for the fixed
+default seed (:data:`dropcheck._api.DEFAULT_SEED`); ``seed=`` is its deprecated alias.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as _np
+
+from dropcheck._api import accepts_old_signature, resolve_seed
 from dropcheck._engine import Executor, active_executor, chunk_items, keyed_root, sample_sums
-from dropcheck._validate import check_positive_int, check_q_sites
-from dropcheck.backend import make_rng
+from dropcheck._validate import check_directions, check_positive_int, check_q_sites
 from dropcheck.exact import loss_gradients
 from dropcheck.models._base import Model, Trace
 from dropcheck.noise import sample_eta
@@ -52,7 +58,6 @@ def _moments(
     sites: Iterable[str] | str | None,
     samples: int,
     rng: Any,
-    seed: Any,
     fn: Callable[[Trace], Any],
     shift: Any,
     chunk_size: int | None,
@@ -69,10 +74,15 @@ def _moments(
     x2, single = model.check_x(x)
     names = model.check_sites(sites)
     qd = check_q_sites(q, names)
-    gen = make_rng(seed, rng)
+    # one SeedSequence for every seed form (5, np.int64(5), SeedSequence(5) alike), or the
+    # caller's generator
+    r = resolve_seed(rng)
+    gen = _np.random.default_rng(r) if isinstance(r, _np.random.SeedSequence) else r
     xp = model.xp
     n = x2.shape[0]
-    if chunk_size is None:
+    if chunk_size is not None:
+        chunk_size = check_positive_int(chunk_size, "chunk_size")
+    else:
         # per draw and example: sites, logits and a flat gradient, a few copies each
         per = (sum(model.widths.values()) + model.n_classes + model.n_params) * 8
         chunk_size = chunk_items(per * n, cap=4096)
@@ -88,7 +98,7 @@ def _moments(
     if ex is None:
         s1, s2 = sample_sums(draw, samples, chunk_size)
     else:  # keyed streams: the same draws on any executor
-        root = keyed_root(None, gen) if rng is not None or seed is None else keyed_root(seed)
+        root = keyed_root(r) if isinstance(r, _np.random.SeedSequence) else keyed_root(None, r)
         s1, s2 = sample_sums(draw, samples, chunk_size, executor=ex, streams=root)
     mean = s1 / samples
     var = (s2 - samples * mean * mean) / (samples - 1)
@@ -100,9 +110,10 @@ def _est(mean: Any, se: Any, single: bool, samples: int) -> Estimate:
     return Estimate(mean[0, ...] if single else mean, se[0, ...] if single else se, samples)
 
 
+@accepts_old_signature(renamed={"seed": "rng"})
 def expected_loss(
-    model: Model, x: Any, y: Any, q: Any, *, samples: int, rng: Any = None, seed: Any = None,
-    sites: Iterable[str] | str | None = None, chunk_size: int | None = None,
+    model: Model, x: Any, y: Any, q: Any, /, *, sites: Iterable[str] | str | None = None,
+    samples: int, rng: Any = None, chunk_size: int | None = None,
     executor: Executor | None = None,
 ) -> Estimate:
     """Estimate ``E_η ℓ(F(x, η))`` per example ``(n,)`` with its standard error."""
@@ -110,15 +121,16 @@ def expected_loss(
     y2 = model.check_y(y, x2.shape[0])
     clean = model.loss.value(model.trace(x2).logits[0, ...], y2)
     m, se, single = _moments(
-        model, x, q, sites, samples, rng, seed,
+        model, x, q, sites, samples, rng,
         lambda tr: model.loss.value(tr.logits, y2), clean, chunk_size, executor,
     )
     return _est(m, se, single, samples)
 
 
+@accepts_old_signature(renamed={"seed": "rng"})
 def explicit_regularizer(
-    model: Model, x: Any, y: Any, q: Any, *, samples: int, rng: Any = None, seed: Any = None,
-    sites: Iterable[str] | str | None = None, chunk_size: int | None = None,
+    model: Model, x: Any, y: Any, q: Any, /, *, sites: Iterable[str] | str | None = None,
+    samples: int, rng: Any = None, chunk_size: int | None = None,
     executor: Executor | None = None,
 ) -> Estimate:
     """Estimate ``R_drop = E_η ℓ(F(x, η)) − ℓ(F(x))`` per example with its standard error."""
@@ -126,15 +138,16 @@ def explicit_regularizer(
     y2 = model.check_y(y, x2.shape[0])
     clean = model.loss.value(model.trace(x2).logits[0, ...], y2)
     m, se, single = _moments(
-        model, x, q, sites, samples, rng, seed,
+        model, x, q, sites, samples, rng,
         lambda tr: model.loss.value(tr.logits, y2), clean, chunk_size, executor,
     )
     return _est(m - clean, se, single, samples)
 
 
+@accepts_old_signature(renamed={"seed": "rng"})
 def expected_gradient(
-    model: Model, x: Any, y: Any, q: Any, *, samples: int, rng: Any = None, seed: Any = None,
-    sites: Iterable[str] | str | None = None, chunk_size: int | None = None,
+    model: Model, x: Any, y: Any, q: Any, /, *, sites: Iterable[str] | str | None = None,
+    samples: int, rng: Any = None, chunk_size: int | None = None,
     executor: Executor | None = None,
 ) -> Estimate:
     """Estimate ``∇_W ℓ_drop(F, x)`` per example ``(n, P)`` with its standard error."""
@@ -142,7 +155,7 @@ def expected_gradient(
     y2 = model.check_y(y, x2.shape[0])
     clean = loss_gradients(model, model.trace(x2), y2)[0, ...]
     m, se, single = _moments(
-        model, x, q, sites, samples, rng, seed, lambda tr: loss_gradients(model, tr, y2), clean,
+        model, x, q, sites, samples, rng, lambda tr: loss_gradients(model, tr, y2), clean,
         chunk_size, executor,
     )
     return _est(m, se, single, samples)
@@ -156,9 +169,10 @@ def _outer_centred(proj: Callable[[Trace], Any], mu: Any) -> Callable[[Trace], A
     return fn
 
 
+@accepts_old_signature(renamed={"seed": "rng"})
 def gradient_noise_cov(
-    model: Model, x: Any, y: Any, q: Any, *, samples: int, rng: Any = None, seed: Any = None,
-    directions: Any = None, sites: Iterable[str] | str | None = None,
+    model: Model, x: Any, y: Any, q: Any, /, *, sites: Iterable[str] | str | None = None,
+    samples: int, rng: Any = None, directions: Any = None,
     chunk_size: int | None = None, executor: Executor | None = None,
 ) -> Estimate:
     """Estimate ``Cov_η(ξ_drop)`` per example ``(n, k, k)`` with an entrywise standard error.
@@ -170,26 +184,26 @@ def gradient_noise_cov(
     xp = model.xp
     x2, _ = model.check_x(x)
     y2 = model.check_y(y, x2.shape[0])
-    V = None if directions is None else xp.asarray(directions)
-    if V is not None and (V.ndim != 2 or V.shape[0] != model.n_params):
-        raise ValueError(f"directions must have shape ({model.n_params}, k), got {V.shape}")
+    V = check_directions(directions, xp, model.n_params)
 
     def proj(tr: Trace) -> Any:
         g = loss_gradients(model, tr, y2)
         return g if V is None else g @ V
 
+    r = resolve_seed(rng)
     mean = expected_gradient(
-        model, x2, y2, q, samples=samples, rng=rng, seed=seed, sites=sites,
+        model, x2, y2, q, samples=samples, rng=r, sites=sites,
         chunk_size=chunk_size, executor=executor,
     )
-    # second pass with a fresh stream of draws: centring on an independent mean keeps the
-    # covariance estimate unbiased up to O(1/samples^2)
+    # second pass with an independent stream of draws (the caller's generator continues, or a
+    # seed s gives the stream of [s, 1]): centring on an independent mean keeps the covariance
+    # estimate unbiased up to O(1/samples^2)
     mu = mean.value if V is None else mean.value @ V
-    gen = make_rng(None, rng) if rng is not None else make_rng(
-        None if seed is None else [seed, 1] if isinstance(seed, int) else seed
-    )
+    if isinstance(r, _np.random.SeedSequence):
+        ent = list(r.entropy) if isinstance(r.entropy, list | tuple) else [r.entropy]
+        r = _np.random.default_rng(_np.random.SeedSequence([*ent, 1], spawn_key=r.spawn_key))
     m, se, single = _moments(
-        model, x2, q, sites, samples, gen, None,
+        model, x2, q, sites, samples, r,
         _outer_centred(proj, mu), 0.0, chunk_size, executor,
     )
     # the centring mean has its own error: E[(g−μ̂)(g−μ̂)ᵀ] = Σ (1 + 1/samples)

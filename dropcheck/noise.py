@@ -117,6 +117,20 @@ def mask_count(widths: Mapping[str, int], q: Mapping[str, float]) -> int:
     return 2 ** sum(_bits(widths, q).values())
 
 
+def _monte_carlo_for(what: str) -> str:
+    """The sampling function that exists for the exact quantity ``what`` (a refusal names it)."""
+    if what in ("expected_loss", "explicit_regularizer", "expected_gradient",
+                "gradient_noise_cov"):
+        return (f"the Monte-Carlo counterpart dropcheck.montecarlo.{what}(model, x, y, q, "
+                f"samples=..., rng=...) (an estimate with its standard error)")
+    if what in ("geometric_mean_predict", "predictive_moments"):
+        return ("the Monte-Carlo predictor dropcheck.classical.mc_dropout(model, x, q, "
+                "samples=..., rng=...)")
+    return ("a Monte-Carlo estimate (dropcheck.montecarlo.expected_loss, "
+            "explicit_regularizer, expected_gradient or gradient_noise_cov, with samples=... "
+            "and rng=...)")
+
+
 def check_mask_count(
     widths: Mapping[str, int],
     q: Mapping[str, float],
@@ -135,10 +149,9 @@ def check_mask_count(
         desc = ", ".join(f"{s}: {d} units" for s, d in widths.items())
         raise TooManyMasksError(
             f"exact enumeration of {what} needs 2^{total_bits} = {count:.3g} masks ({desc}), "
-            f"more than max_masks = {max_masks:.3g}. Use the Monte-Carlo counterpart in "
-            f"dropcheck.montecarlo (same name, with samples=... and rng=...; it returns an "
-            f"estimate with its standard error), choose fewer sites or narrower layers, or pass "
-            f"a larger max_masks if you can wait for {count:.3g} masks."
+            f"more than max_masks = {max_masks:.3g}. Use {_monte_carlo_for(what)}, choose "
+            f"fewer sites or narrower layers, or pass a larger max_masks if you can wait for "
+            f"{count:.3g} masks."
         )
     return count
 

@@ -42,6 +42,8 @@ import array_api_compat
 import numpy as np
 import scipy.optimize
 
+from dropcheck._api import accepts_old_signature, resolve_rng
+from dropcheck._validate import check_array, check_array_kind
 from dropcheck.backend import namespace
 from dropcheck.losses import CrossEntropy
 
@@ -58,7 +60,8 @@ _CE = CrossEntropy()
 # ----------------------------------------------------------------------------- core (any xp)
 
 
-def norm21(M: Any) -> float:
+@accepts_old_signature()
+def norm21(M: Any, /) -> float:
     """Return ``‖M‖_{2,1} = Σ_j sqrt(Σ_i M_ij²)``: the 2-norms of the columns of ``M``, summed.
 
     Theorem 4.1 constrains ``‖Wᵀ‖_{2,1}`` for ``W`` of shape ``(c, d)``: the columns of ``Wᵀ``
@@ -72,7 +75,7 @@ def norm21(M: Any) -> float:
         The norm as a Python float.
     """
     xp = namespace(M)
-    M = xp.asarray(M)
+    M = check_array(M, xp, "M")
     if M.ndim != 2:
         raise ValueError(f"M must be a 2-D array, got shape {tuple(M.shape)}")
     return float(xp.sum(xp.sqrt(xp.sum(M * M, axis=0))))
@@ -95,8 +98,9 @@ def _check_inputs(W: Any, X: Any, Y: Any, B: Any, delta: Any) -> tuple[Any, Any,
     for name, a in (("W", W), ("X", X)):
         if a.ndim != 2:
             raise ValueError(f"{name} must be a 2-D array, got shape {tuple(a.shape)}")
-        if xp.isdtype(a.dtype, ("bool", "complex floating")):
+        if xp.isdtype(a.dtype, "bool"):
             raise ValueError(f"{name} must hold real numbers, got dtype {a.dtype}")
+        check_array_kind(a, xp, name, float16=True)
     c, d = W.shape
     n = X.shape[0]
     if c < 2:
@@ -109,6 +113,9 @@ def _check_inputs(W: Any, X: Any, Y: Any, B: Any, delta: Any) -> tuple[Any, Any,
         )
     floats = [a.dtype for a in (W, X) if xp.isdtype(a.dtype, "real floating")]
     dtype = xp.result_type(*floats) if floats else xp.float64
+    if dtype == getattr(xp, "float16", None):
+        # float16 overflows θ = log³(nc)·max‖x‖² and the logits' exponentials: computed in float64
+        dtype = xp.float64
     W, X = xp.astype(W, dtype), xp.astype(X, dtype)
     for name, a in (("W", W), ("X", X)):
         if not bool(xp.all(xp.isfinite(a))):
@@ -173,7 +180,10 @@ def _term3(B: float, A: float, theta: float, nu: float, n: int) -> float:
     return num / (n * (log_ratio * log_ratio + 1.0))
 
 
-def theorem41(W: Any, X: Any, Y: Any, B: float, delta: float, A: float | None = None) -> Theorem41:
+@accepts_old_signature(positional=("B", "delta", "A"))
+def theorem41(
+    W: Any, X: Any, Y: Any, /, *, B: float, delta: float, A: float | None = None
+) -> Theorem41:
     r"""Evaluate every term of Theorem 4.1 (Wei, Kakade & Ma 2020, Sec. 4.3) for a linear model.
 
     .. math::
@@ -212,7 +222,8 @@ def theorem41(W: Any, X: Any, Y: Any, B: float, delta: float, A: float | None = 
     as ``max(log log n, 0)``, which equals the paper's value for every ``n ≥ 3``.
 
     Args:
-        W: weights, shape ``(c, d)`` with ``c ≥ 2`` (real; integer input is cast to float64).
+        W: weights, shape ``(c, d)`` with ``c ≥ 2`` (real; integer and float16 input is
+            computed in float64: float16 overflows ``θ`` and the exponentials).
         X: training inputs, shape ``(n, d)``, same namespace as ``W``.
         Y: integer labels in ``[0, c)``, shape ``(n,)`` (integral floats are accepted).
         B: loss truncation ``B > 0`` (finite).
@@ -440,7 +451,7 @@ def t1_experiment(
     ns: Sequence[int],
     scales: Sequence[float],
     *,
-    rng: np.random.Generator,
+    rng: Any = None,
     c: int = 4,
     d: int = 20,
     separation: float = 3.0,
@@ -468,7 +479,8 @@ def t1_experiment(
     Args:
         ns: training sizes (each ≥ 3).
         scales: norm bounds ``A > 0``.
-        rng: numpy generator (all randomness comes from it).
+        rng: int seed, ``SeedSequence`` or numpy generator (all randomness comes from it);
+            None for the fixed default seed.
         c: classes.
         d: input dimension (``d ≥ c``).
         separation: norm of each class mean.
@@ -491,6 +503,7 @@ def t1_experiment(
         raise ValueError(f"need d >= c >= 2 (orthogonal class means), got c={c}, d={d}")
     if repeats < 1 or n_pop < 4 * c:
         raise ValueError(f"repeats must be >= 1 and n_pop >= 4c, got {repeats}, {n_pop}")
+    rng = resolve_rng(rng)
     mix = _make_mixture(c, d, separation, rng)
     m = max(2, n_pop // (2 * c))
     g = rng.standard_normal((c, c, m))

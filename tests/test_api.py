@@ -70,3 +70,85 @@ def test_resolve_rng_none_is_the_fixed_default_and_generators_pass_through():
 def test_resolve_rng_bad_input_names_the_argument(bad, err):
     with pytest.raises(err, match="rng"):
         _api.resolve_rng(bad)
+
+
+# ----- the public functions: old calls still work, with one DeprecationWarning each ------------
+import dropcheck as dc  # noqa: E402
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    """Each test sees its deprecations warn (they warn once per process otherwise)."""
+    monkeypatch.setattr(_api, "_WARNED", set())
+
+
+@pytest.fixture
+def case():
+    net = dc.MLP.random([3, 4, 3], sites=("x", "h1"), seed=0)
+    return net, np.random.default_rng(1).standard_normal((2, 3)), np.array([0, 2])
+
+
+def test_old_draws_maps_to_samples(fresh_warnings, case):
+    net, x, y = case
+    new = dc.implicit.xi_drop(net, x, y, 0.3, samples=3, rng=4)
+    with pytest.warns(DeprecationWarning, match="'draws' is deprecated; use samples="):
+        old = dc.implicit.xi_drop(net, x, y, 0.3, draws=3, rng=4)
+    np.testing.assert_array_equal(old, new)
+    with pytest.warns(DeprecationWarning, match="passing 'draws' positionally"):
+        old = dc.implicit.xi_approx(net, x, y, 0.3, 4, "bernoulli", None, 3)
+    np.testing.assert_array_equal(old, dc.implicit.xi_approx(net, x, y, 0.3, samples=3, rng=4))
+
+
+def test_old_T_maps_to_samples(fresh_warnings, case):
+    net, x, _ = case
+    new = dc.classical.mc_dropout(net, x, 0.3, samples=20, rng=2)
+    with pytest.warns(DeprecationWarning, match="passing 'T' positionally"):
+        old = dc.classical.mc_dropout(net, x, 0.3, 20, np.random.default_rng(2))
+    np.testing.assert_array_equal(old.mean, new.mean)
+    with pytest.warns(DeprecationWarning, match="'T' is deprecated; use samples="):
+        old = dc.classical.mc_dropout(net, x, 0.3, T=20, rng=2)
+    np.testing.assert_array_equal(old.var, new.var)
+
+
+def test_old_seed_maps_to_rng_with_the_same_stream(fresh_warnings, case):
+    net, x, y = case
+    new = dc.montecarlo.gradient_noise_cov(net, x, y, 0.3, samples=9, rng=7)
+    with pytest.warns(DeprecationWarning, match="'seed' is deprecated; use rng="):
+        old = dc.montecarlo.gradient_noise_cov(net, x, y, 0.3, samples=9, seed=7)
+    np.testing.assert_array_equal(old.value, new.value)
+    # the stream of seed s is numpy's default_rng(s), as before the rename: the first pass of
+    # gradient_noise_cov is expected_gradient's, which draws h-site noise in chunk order
+    a = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=9, rng=7)
+    b = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=9, rng=np.random.default_rng(7))
+    np.testing.assert_array_equal(a.value, b.value)
+
+
+def test_old_probes_maps_to_samples(fresh_warnings, case):
+    net, x, y = case
+    new = dc.explicit.r_approx_probe(net, x, y, samples=6, rng=3)
+    with pytest.warns(DeprecationWarning, match="'probes' is deprecated; use samples="):
+        old = dc.explicit.r_approx_probe(net, x, y, probes=6, rng=3)
+    np.testing.assert_array_equal(old.value, new.value)
+
+
+def test_old_positional_sites_k_and_keyword_q(fresh_warnings, case):
+    net, x, y = case
+    with pytest.warns(DeprecationWarning, match="passing 'sites' positionally"):
+        old = dc.explicit.taylor(net, x, y, 0.3, ("h1",))
+    np.testing.assert_array_equal(old, dc.explicit.taylor(net, x, y, 0.3, sites=("h1",)))
+    with pytest.warns(DeprecationWarning, match="passing 'k' positionally"):
+        old = dc.exact.dropout_k_cov(net, x, y, 0.3, 2)
+    np.testing.assert_array_equal(old, dc.exact.dropout_k_cov(net, x, y, 0.3, k=2))
+    with pytest.warns(DeprecationWarning, match="passing 'q' by keyword is deprecated"):
+        old = dc.exact.expected_loss(net, x, y, q=0.3)
+    np.testing.assert_array_equal(old, dc.exact.expected_loss(net, x, y, 0.3))
+
+
+def test_rng_none_is_the_fixed_default_seed(case):
+    """``rng=None`` (the default) is the seed DEFAULT_SEED, never fresh entropy or global state."""
+    net, x, y = case
+    for call in (lambda **k: dc.montecarlo.expected_loss(net, x, y, 0.3, samples=9, **k).value,
+                 lambda **k: dc.implicit.xi_approx(net, x, y, 0.3, samples=2, **k),
+                 lambda **k: dc.explicit.r_approx_sampled(net, x, y, samples=4, **k).value,
+                 lambda **k: dc.classical.mc_dropout(net, x, 0.3, samples=5, **k).mean):
+        np.testing.assert_array_equal(call(), call(rng=_api.DEFAULT_SEED))

@@ -33,7 +33,7 @@ def test_core_runs_in_every_namespace(xp_case):
     assert_close(to_numpy(cov), np.asarray(dc.exact.gradient_noise_cov(ref, x, y, 0.3,
                                                                         sites=("h1",))),
                  rtol=1e-12, atol=1e-15, check_namespace=False)
-    est = dc.montecarlo.explicit_regularizer(net, xb, yb, 0.3, samples=10, seed=0)
+    est = dc.montecarlo.explicit_regularizer(net, xb, yb, 0.3, samples=10, rng=0)
     assert namespace(est.value) is namespace(xb)
 
 

@@ -1,5 +1,7 @@
 """Bad input gets a clear error naming the argument."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -83,11 +85,15 @@ def test_unknown_names(case):
 def test_counts_and_generators(case):
     net, x, y = case
     with pytest.raises(ValueError, match="samples must be an integer >= 2"):
-        dc.montecarlo.expected_loss(net, x, y, 0.1, samples=1, seed=0)
+        dc.montecarlo.expected_loss(net, x, y, 0.1, samples=1, rng=0)
     with pytest.raises(ValueError, match="k must be an integer >= 1"):
-        dc.exact.dropout_k_cov(net, x, y, 0.1, 0)
-    with pytest.raises(ValueError, match="either seed or rng"):
+        dc.exact.dropout_k_cov(net, x, y, 0.1, k=0)
+    with pytest.raises(TypeError, match="both 'seed' \\(deprecated\\) and 'rng'"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         dc.montecarlo.expected_loss(net, x, y, 0.1, samples=4, seed=0,
                                     rng=np.random.default_rng(0))
-    with pytest.raises(TypeError, match="rng must be a random Generator"):
-        dc.montecarlo.expected_loss(net, x, y, 0.1, samples=4, rng=42)
+    with pytest.raises(TypeError, match="rng must be an int seed, a numpy SeedSequence"):
+        dc.montecarlo.expected_loss(net, x, y, 0.1, samples=4, rng="42")
+    with pytest.raises(ValueError, match="rng: a seed must be a non-negative integer, got -1"):
+        dc.montecarlo.expected_loss(net, x, y, 0.1, samples=4, rng=-1)

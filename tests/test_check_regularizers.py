@@ -208,7 +208,7 @@ def test_per_example_noise_and_xi_drop():
     """Per-example samples ``(n, P)`` are compared with the block-diagonal covariance."""
     def per_example(weights, biases, x, y, q, *, sites, activation, rng):
         net = dc.MLP(weights, biases, activation, sites)
-        return dc.implicit.xi_drop(net, x, y, q, rng)  # (n, P), exact mean subtracted
+        return dc.implicit.xi_drop(net, x, y, q, rng=rng)  # (n, P), exact mean subtracted
 
     report = check_gradient_noise(per_example, kind="xi_drop", n_nets=2, draws=200)
     assert report.passed, str(report)
@@ -224,7 +224,7 @@ def test_whitening_and_fourth_cumulant():
     fr = noise._frame(pb, 0.3, ref, "mean", setup)
     cov = ref.cov.sum(axis=0) / pb.n**2
     dc.testing.assert_close(fr.w @ cov @ fr.w.T, np.eye(fr.k), atol=1e-10)
-    xi = dc.implicit.xi_approx(pb.net, pb.x, pb.y, 0.3, np.random.default_rng(0), draws=20000,
+    xi = dc.implicit.xi_approx(pb.net, pb.x, pb.y, 0.3, rng=np.random.default_rng(0), samples=20000,
                                reduction="mean")
     z = np.asarray(xi) @ fr.w.T
     sq = np.sum(z * z, axis=1)

@@ -81,18 +81,19 @@ def test_ridge_penalty_lambda_at_half():
 def test_geometric_and_arithmetic_means_match_brute_force(seed, q, sites, act, conv):
     net, x = _net(seed, sites=sites, act=act)
     logg = _brute(net, x, q, sites, lambda z: log_softmax(z), conv)
-    g = cl.geometric_mean_predict(net, x, q, sites, convention=conv)
+    g = cl.geometric_mean_predict(net, x, q, sites=sites, convention=conv)
     assert_close(g, softmax(logg), rtol=RTOL, atol=ATOL)
     mean = _brute(net, x, q, sites, lambda z: softmax(z), conv)
     second = _brute(net, x, q, sites, lambda z: softmax(z) ** 2, conv)
-    m, v = cl.predictive_moments(net, x, q, sites, convention=conv)
+    m, v = cl.predictive_moments(net, x, q, sites=sites, convention=conv)
     assert_close(m, mean, rtol=RTOL, atol=ATOL)
     # the brute-force variance E[s²] − E[s]² cancels: absolute slack of a few eps of E[s²] ≤ 1
     assert_close(v, np.maximum(second - mean**2, 0.0), rtol=1e-9, atol=1e-14)
-    assert_close(cl.arithmetic_mean_predict(net, x, q, sites, convention=conv), mean,
+    assert_close(cl.arithmetic_mean_predict(net, x, q, sites=sites, convention=conv), mean,
                  rtol=RTOL, atol=ATOL)
     # chunking changes only the summation order
-    assert_close(cl.geometric_mean_predict(net, x, q, sites, convention=conv, chunk_size=3), g,
+    assert_close(cl.geometric_mean_predict(net, x, q, sites=sites, convention=conv, chunk_size=3),
+                 g,
                  rtol=RTOL, atol=ATOL)
 
 
@@ -152,7 +153,7 @@ def test_mc_dropout_within_its_standard_errors():
     q, T = 0.5, 4000
     mean, var = (np.asarray(a) for a in cl.predictive_moments(net, x, q))
     mu4 = _brute(net, x, q, ("h1", "h2"), lambda z: (softmax(z) - mean) ** 4)
-    mc = cl.mc_dropout(net, x, q, T, np.random.default_rng(12345))
+    mc = cl.mc_dropout(net, x, q, samples=T, rng=np.random.default_rng(12345))
     # 9 mean + 9 variance entries, each within 5 stated SEs: under the CLT (T = 4000) the
     # two-sided false-alarm rate is 18·5.7e-7 ≈ 1e-5 (the run is seeded, so it is fixed)
     assert np.all(np.abs(mc.mean - mean) <= 5 * mc.mean_stderr)
@@ -169,12 +170,12 @@ def test_mc_dropout_within_its_standard_errors():
 
 def test_mc_dropout_chunks_and_small_T():
     net, x = _net(6, sites=("h1",))
-    a = cl.mc_dropout(net, x, 0.3, 50, np.random.default_rng(0))
-    b = cl.mc_dropout(net, x, 0.3, 50, np.random.default_rng(0), chunk_size=7)
+    a = cl.mc_dropout(net, x, 0.3, samples=50, rng=np.random.default_rng(0))
+    b = cl.mc_dropout(net, x, 0.3, samples=50, rng=np.random.default_rng(0), chunk_size=7)
     # one site: the same uniform stream whatever the chunking; only summation order differs
     assert_close(a.mean, b.mean, rtol=1e-13, atol=1e-15)
     assert_close(a.var, b.var, rtol=1e-9, atol=1e-15)
-    one = cl.mc_dropout(net, x[0], 0.3, 1, 7)  # int seed; T = 1 has no variance
+    one = cl.mc_dropout(net, x[0], 0.3, samples=1, rng=7)  # int seed; T = 1 has no variance
     assert one.mean.shape == (3,)
     assert np.all(np.isnan(one.var)) and np.all(np.isnan(one.mean_stderr))
     assert_close(np.sum(one.mean), 1.0, rtol=1e-15)
@@ -190,7 +191,7 @@ def test_bad_q(q):
         lambda: cl.geometric_mean_predict(net, x, q),
         lambda: cl.weight_scaled_predict(net, x, q),
         lambda: cl.arithmetic_mean_predict(net, x, q),
-        lambda: cl.mc_dropout(net, x, q, 10, np.random.default_rng(0)),
+        lambda: cl.mc_dropout(net, x, q, samples=10, rng=np.random.default_rng(0)),
         lambda: cl.ridge_penalty(np.ones(3), x, q),
     ):
         with pytest.raises(ValueError, match="q must be a drop probability in \\[0, 1\\)"):
@@ -200,20 +201,20 @@ def test_bad_q(q):
 def test_bad_arguments_are_named():
     net, x = _net(0)
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="T must be an integer >= 1, got 0"):
-        cl.mc_dropout(net, x, 0.5, 0, rng)
-    with pytest.raises(TypeError, match="T must be an integer"):
-        cl.mc_dropout(net, x, 0.5, 2.5, rng)
+    with pytest.raises(ValueError, match="samples must be an integer >= 1, got 0"):
+        cl.mc_dropout(net, x, 0.5, samples=0, rng=rng)
+    with pytest.raises(TypeError, match="samples must be an integer"):
+        cl.mc_dropout(net, x, 0.5, samples=2.5, rng=rng)
     with pytest.raises(TypeError, match="rng must be"):
-        cl.mc_dropout(net, x, 0.5, 10, None)
+        cl.mc_dropout(net, x, 0.5, samples=10, rng="0")
     with pytest.raises(ValueError, match="x must have shape \\(n, 3\\)"):
         cl.geometric_mean_predict(net, np.ones((2, 4)), 0.5)
     with pytest.raises(ValueError, match="x must have shape"):
-        cl.mc_dropout(net, np.ones((2, 2, 3)), 0.5, 10, rng)
+        cl.mc_dropout(net, np.ones((2, 2, 3)), 0.5, samples=10, rng=rng)
     with pytest.raises(ValueError, match="convention must be one of"):
         cl.weight_scaled_predict(net, x, 0.5, convention="scaled")
     with pytest.raises(ValueError, match="sites: \\['h9'\\] are not dropout sites"):
-        cl.arithmetic_mean_predict(net, x, 0.5, ("h9",))
+        cl.arithmetic_mean_predict(net, x, 0.5, sites=("h9",))
     with pytest.raises(ValueError, match="W must have shape \\(c, d\\) or \\(d,\\)"):
         cl.ridge_penalty(np.ones((2, 3, 4)), np.ones(4), 0.5)
     with pytest.raises(ValueError, match="x must have shape \\(n, 3\\) or \\(3,\\)"):
@@ -238,8 +239,8 @@ def test_runs_in_every_namespace(xp_case):
             assert namespace(out) is namespace(xb)
             assert_close(to_numpy(out), np.asarray(f(ref, x, 0.3, convention=c)), rtol=1e-13,
                          atol=1e-15, check_namespace=False)
-    mc = cl.mc_dropout(net, xb, 0.3, 20, np.random.default_rng(0))
-    mc_ref = cl.mc_dropout(ref, x, 0.3, 20, np.random.default_rng(0))
+    mc = cl.mc_dropout(net, xb, 0.3, samples=20, rng=np.random.default_rng(0))
+    mc_ref = cl.mc_dropout(ref, x, 0.3, samples=20, rng=np.random.default_rng(0))
     assert namespace(mc.var_stderr) is namespace(xb)
     assert_close(to_numpy(mc.var), np.asarray(mc_ref.var), rtol=1e-12, atol=1e-16,
                  check_namespace=False)

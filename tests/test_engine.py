@@ -191,9 +191,9 @@ def test_sampling_needs_an_in_order_executor_and_keeps_the_stream():
     net = dc.MLP.random([3, 4, 3], sites="h1", seed=3)
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal((2, 3)), rng.integers(0, 3, 2)
-    ref = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=50, seed=5, chunk_size=50)
+    ref = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=50, rng=5, chunk_size=50)
     for chunk in (1, 7, 16):
-        got = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=50, seed=5, chunk_size=chunk)
+        got = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=50, rng=5, chunk_size=chunk)
         assert_close(got.value, ref.value, rtol=1e-13, atol=1e-14)
         assert_close(got.stderr, ref.stderr, rtol=1e-10, atol=1e-14)  # a difference of sums
     eta = dc.noise.sample_eta(np.random.default_rng(5), (50, 2, 4), 0.3)

@@ -56,7 +56,7 @@ def test_gradient_mean_and_covariance_match_brute_force(seed, q):
     V = np.random.default_rng(seed).standard_normal((net.n_params, 3))
     assert_close(dc.exact.gradient_noise_cov(net, x, y, q, directions=V),
                  np.einsum("pa,ipq,qb->iab", V, cov, V), rtol=1e-9, atol=1e-12)
-    assert_close(dc.exact.dropout_k_cov(net, x, y, q, 4), cov.sum(0) / (9 * 4), rtol=1e-9,
+    assert_close(dc.exact.dropout_k_cov(net, x, y, q, k=4), cov.sum(0) / (9 * 4), rtol=1e-9,
                  atol=1e-13)
 
 

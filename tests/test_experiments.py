@@ -77,11 +77,12 @@ def test_dropout_k_step_is_the_hand_computed_alg1_step(rng, monkeypatch):
     ("method", "call"),
     [
         (X._Method("dropout", 4),
-         lambda n, x, y, r: im.dropout_k_gradient(n, x, y, TINY.q, 4, r)),
+         lambda n, x, y, r: im.dropout_k_gradient(n, x, y, TINY.q, k=4, rng=r)),
         (X._Method("inject_exact", 4),
-         lambda n, x, y, r: im.noise_injected_gradient(n, x, y, TINY.q, 4, r, "exact")),
+         lambda n, x, y, r: im.noise_injected_gradient(n, x, y, TINY.q, k=4, rng=r, noise="exact")),
         (X._Method("inject_approx", 4),
-         lambda n, x, y, r: im.noise_injected_gradient(n, x, y, TINY.q, 4, r, "approx")),
+         lambda n, x, y, r: im.noise_injected_gradient(n, x, y, TINY.q, k=4, rng=r,
+                                                       noise="approx")),
     ],
 )
 def test_noisy_steps_use_the_library_gradient_with_the_same_generator(rng, method, call):
@@ -98,7 +99,7 @@ def test_alg2_steps_are_dc_implicit_update(rng, implicit):
     net = X._init(TINY, 0, 0)
     x, y = _batch(rng)
     gen = np.random.default_rng(3)
-    want = im.update(net, x, y, TINY.q, TINY.lr, copy.deepcopy(gen), implicit=implicit)
+    want = im.update(net, x, y, TINY.q, lr=TINY.lr, rng=copy.deepcopy(gen), implicit=implicit)
     method = X._Method("r_approx_xi" if implicit else "r_approx")
     got = X._step(net, method, x, y, TINY, gen)
     for k in net.params:

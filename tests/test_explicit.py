@@ -247,9 +247,9 @@ def test_estimators_are_unbiased_within_their_standard_error(kind):
     exact = np.asarray(ex.r_approx(net, x, y))
     rng = np.random.default_rng(2026)
     if kind == "sampled":
-        est = ex.r_approx_sampled(net, x, y, 20000, rng)
+        est = ex.r_approx_sampled(net, x, y, samples=20000, rng=rng)
     else:
-        est = ex.r_approx_probe(net, x, y, 20000, rng, labels=kind.split("_")[1])
+        est = ex.r_approx_probe(net, x, y, samples=20000, rng=rng, labels=kind.split("_")[1])
     value, se = np.asarray(est.value), np.asarray(est.stderr)
     assert est.samples == 20000 and value.shape == se.shape == (4,)
     assert np.all(se > 0)
@@ -259,9 +259,9 @@ def test_estimators_are_unbiased_within_their_standard_error(kind):
 
 def test_single_draw_has_nan_standard_error_and_single_example_is_scalar():
     net, x, y = _unbiased_case()
-    est = ex.r_approx_sampled(net, x, y, 1, np.random.default_rng(0))
+    est = ex.r_approx_sampled(net, x, y, samples=1, rng=np.random.default_rng(0))
     assert np.all(np.isnan(np.asarray(est.stderr)))
-    one = ex.r_approx_probe(net, x[0], y[0], 3, np.random.default_rng(0), labels="full")
+    one = ex.r_approx_probe(net, x[0], y[0], samples=3, rng=np.random.default_rng(0), labels="full")
     assert np.asarray(one.value).shape == ()
     assert np.asarray(ex.taylor(net, x[0], y[0], 0.3)).shape == ()
     assert np.asarray(ex.r_approx(net, x[0], y[0])).shape == ()
@@ -272,7 +272,7 @@ def test_single_draw_has_nan_standard_error_and_single_example_is_scalar():
 
 def test_compare_estimators_reports_costs_and_variances():
     net, x, y = _unbiased_case()
-    comp = ex.compare_estimators(net, x, y, np.random.default_rng(0), draws=64)
+    comp = ex.compare_estimators(net, x, y, rng=np.random.default_rng(0), samples=64)
     assert set(comp.rows) == {"exact", "sampled", "probe_full", "probe_sampled"}
     assert comp.rows["exact"].variance == 0.0
     # exact: x (4 units) and h2 (5 units, = c) by one reverse sweep of c = 5 columns, h1 too
@@ -316,11 +316,11 @@ def test_bad_input_errors_name_the_argument():
     net, x, y = _unbiased_case()
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="samples"):
-        ex.r_approx_sampled(net, x, y, 0, rng)
-    with pytest.raises(ValueError, match="probes"):
-        ex.r_approx_probe(net, x, y, 0, rng)
+        ex.r_approx_sampled(net, x, y, samples=0, rng=rng)
+    with pytest.raises(ValueError, match="samples"):
+        ex.r_approx_probe(net, x, y, samples=0, rng=rng)
     with pytest.raises(TypeError, match="samples"):
-        ex.r_approx_sampled(net, x, y, 2.5, rng)
+        ex.r_approx_sampled(net, x, y, samples=2.5, rng=rng)
     with pytest.raises(ValueError, match="sites.*'h9'"):
         ex.taylor(net, x, y, 0.3, sites="h9")
     with pytest.raises(ValueError, match="sites"):
@@ -332,20 +332,21 @@ def test_bad_input_errors_name_the_argument():
     with pytest.raises(ValueError, match="route"):
         ex.r_approx(net, x, y, route="forward")
     with pytest.raises(ValueError, match="labels"):
-        ex.r_approx_probe(net, x, y, 2, rng, labels="true")
+        ex.r_approx_probe(net, x, y, samples=2, rng=rng, labels="true")
     with pytest.raises(ValueError, match="q"):
         ex.taylor(net, x, y, 1.0)
     with pytest.raises(ValueError, match="labels"):
         ex.r_hat(net, x, np.array([0, 9, 0, 0]))
     sq_net = dc.MLP.random([4, 3, 2], "tanh", seed=0, loss="squared")
     xs, ys = np.ones((2, 4)), np.zeros((2, 2))
-    for call in (lambda: ex.r_approx_sampled(sq_net, xs, ys, 4, rng),
-                 lambda: ex.r_approx_probe(sq_net, xs, ys, 4, rng, labels="sampled"),
+    for call in (lambda: ex.r_approx_sampled(sq_net, xs, ys, samples=4, rng=rng),
+                 lambda: ex.r_approx_probe(sq_net, xs, ys, samples=4, rng=rng, labels="sampled"),
                  lambda: ex.r_hat(sq_net, xs, np.array([0, 1]))):
         with pytest.raises(ValueError, match="cross-entropy"):
             call()
     # the full-Hessian probe needs no label distribution
-    assert np.asarray(ex.r_approx_probe(sq_net, xs, ys, 4, rng, labels="full").value).shape == (2,)
+    assert np.asarray(ex.r_approx_probe(sq_net, xs, ys, samples=4, rng=rng,
+                                        labels="full").value).shape == (2,)
 
 
 # ----- backends -----
@@ -369,8 +370,9 @@ def test_explicit_runs_on_array_api_strict():
     check(ex.r_approx_grad(net, xb, yb), ex.r_approx_grad(ref, x, y))
     check(ex.small_q_limit(net, xb, yb), ex.small_q_limit(ref, x, y))
     check(ex.noise_hessian(net, xb, yb), ex.noise_hessian(ref, x, y))
-    for fn in (lambda m, a, b: ex.r_approx_sampled(m, a, b, 5, np.random.default_rng(1)),
-               lambda m, a, b: ex.r_approx_probe(m, a, b, 5, np.random.default_rng(1))):
+    for fn in (lambda m, a, b: ex.r_approx_sampled(m, a, b, samples=5,
+                                                   rng=np.random.default_rng(1)),
+               lambda m, a, b: ex.r_approx_probe(m, a, b, samples=5, rng=np.random.default_rng(1))):
         got, want = fn(net, xb, yb), fn(ref, x, y)  # same generator stream: same draws
         check(got.value, want.value)
         check(got.stderr, want.stderr)

@@ -128,17 +128,18 @@ def test_single_example_shapes_and_draws():
     net = dc.MLP.random([3, 4, 2], sites=("x", "h1"), seed=0)
     x, y = np.ones(3), np.array(1)
     P = net.n_params
-    assert im.xi_approx(net, x, y, 0.2, 0).shape == (P,)
-    assert im.xi_approx(net, x, y, 0.2, 0, draws=5).shape == (5, P)
-    assert im.xi_tilde(net, np.ones((4, 3)), [0, 1, 1, 0], 0.2, 0, draws=3).shape == (3, 4, P)
-    assert im.xi_drop(net, np.ones((4, 3)), [0, 1, 1, 0], 0.2, 0, reduction="mean").shape == (P,)
+    assert im.xi_approx(net, x, y, 0.2, rng=0).shape == (P,)
+    assert im.xi_approx(net, x, y, 0.2, rng=0, samples=5).shape == (5, P)
+    assert im.xi_tilde(net, np.ones((4, 3)), [0, 1, 1, 0], 0.2, rng=0, samples=3).shape == (3, 4, P)
+    assert im.xi_drop(net, np.ones((4, 3)), [0, 1, 1, 0], 0.2, rng=0,
+                      reduction="mean").shape == (P,)
     assert im.xi_approx_at(net, x, y, {"h1": np.zeros(4)}).shape == (P,)
     assert im.xi_approx_at(net, x, y, {"h1": np.zeros((6, 4))}).shape == (6, P)
     assert im.xi_approx_cov(net, x, y, 0.2).shape == (P, P)
-    assert im.dropout_k_gradient(net, np.ones((4, 3)), [0, 1, 1, 0], 0.2, 3, 0).shape == (P,)
+    assert im.dropout_k_gradient(net, np.ones((4, 3)), [0, 1, 1, 0], 0.2, k=3, rng=0).shape == (P,)
     # the same seed gives the same draws; independent draws differ
-    a = im.xi_approx(net, x, y, 0.5, 7, draws=3)
-    assert_close(a, im.xi_approx(net, x, y, 0.5, 7, draws=3), rtol=0)
+    a = im.xi_approx(net, x, y, 0.5, rng=7, samples=3)
+    assert_close(a, im.xi_approx(net, x, y, 0.5, rng=7, samples=3), rtol=0)
     assert not np.allclose(a[0], a[1])
 
 
@@ -233,15 +234,15 @@ def _check_sampled(draws, V, cov, mean=None, known_mean=None):
 def test_d1_dropout_k_gradient_mean_and_covariance():
     net, x, y, V = _case()
     q, k, N = 0.3, 3, 4000
-    g = im.dropout_k_gradient(net, x, y, q, k, np.random.default_rng(10), draws=N)
+    g = im.dropout_k_gradient(net, x, y, q, k=k, rng=np.random.default_rng(10), samples=N)
     mean = np.asarray(dc.exact.expected_gradient(net, x, y, q)).mean(0)
-    _check_sampled(g, V, dc.exact.dropout_k_cov(net, x, y, q, k, directions=V), mean=mean)
+    _check_sampled(g, V, dc.exact.dropout_k_cov(net, x, y, q, k=k, directions=V), mean=mean)
 
 
 def test_d2_xi_tilde_has_twice_the_covariance_and_mean_zero():
     net, x, y, V = _case()
     q, N = 0.5, 4000
-    t = np.asarray(im.xi_tilde(net, x, y, q, np.random.default_rng(11), draws=N))
+    t = np.asarray(im.xi_tilde(net, x, y, q, rng=np.random.default_rng(11), samples=N))
     cov = 2 * np.asarray(dc.exact.gradient_noise_cov(net, x, y, q, directions=V))
     for i in range(2):
         _check_sampled(t[:, i], V, cov[i], mean=np.zeros(net.n_params))
@@ -250,31 +251,32 @@ def test_d2_xi_tilde_has_twice_the_covariance_and_mean_zero():
 def test_xi_drop_is_centred_on_the_exact_mean():
     net, x, y, V = _case()
     q, N = 0.3, 4000
-    s = np.asarray(im.xi_drop(net, x, y, q, np.random.default_rng(12), draws=N))
+    s = np.asarray(im.xi_drop(net, x, y, q, rng=np.random.default_rng(12), samples=N))
     cov = np.asarray(dc.exact.gradient_noise_cov(net, x, y, q, directions=V))
     for i in range(2):
         _check_sampled(s[:, i], V, cov[i], mean=np.zeros(net.n_params))
     # a supplied mean is used as is (a Monte-Carlo mean for nets too large to enumerate)
     mu = np.asarray(dc.exact.expected_gradient(net, x, y, q))
-    a = im.xi_drop(net, x, y, q, 5, draws=2, mean=mu)
-    assert_close(a, im.xi_drop(net, x, y, q, 5, draws=2), rtol=0, atol=1e-15)
+    a = im.xi_drop(net, x, y, q, rng=5, samples=2, mean=mu)
+    assert_close(a, im.xi_drop(net, x, y, q, rng=5, samples=2), rtol=0, atol=1e-15)
 
 
 def test_d3_noise_injection_restores_dropout_1_covariance():
     net, x, y, V = _case()
     q, k, N = 0.3, 4, 4000
-    g = im.noise_injected_gradient(net, x, y, q, k, np.random.default_rng(13), "exact", draws=N)
+    g = im.noise_injected_gradient(net, x, y, q, k=k, rng=np.random.default_rng(13), noise="exact",
+                                   samples=N)
     mean = np.asarray(dc.exact.expected_gradient(net, x, y, q)).mean(0)
-    _check_sampled(g, V, dc.exact.dropout_k_cov(net, x, y, q, 1, directions=V), mean=mean)
+    _check_sampled(g, V, dc.exact.dropout_k_cov(net, x, y, q, k=1, directions=V), mean=mean)
 
 
 @pytest.mark.parametrize("kind", ["bernoulli", "rademacher"])
 def test_i2_algorithm4_covariance(kind):
     net, x, y, V = _case(sites=("x", "h1"))
     q, k, N = 0.4, 4, 4000
-    g = im.noise_injected_gradient(net, x, y, q, k, np.random.default_rng(14), "approx",
-                                   approx_noise=kind, draws=N)
-    cov = (np.asarray(dc.exact.dropout_k_cov(net, x, y, q, k, directions=V))
+    g = im.noise_injected_gradient(net, x, y, q, k=k, rng=np.random.default_rng(14), noise="approx",
+                                   approx_noise=kind, samples=N)
+    cov = (np.asarray(dc.exact.dropout_k_cov(net, x, y, q, k=k, directions=V))
            + (1 - 1 / k) * np.asarray(im.xi_approx_cov(net, x, y, q, directions=V,
                                                         reduction="mean")))
     mean = np.asarray(dc.exact.expected_gradient(net, x, y, q)).mean(0)
@@ -285,7 +287,7 @@ def test_i2_algorithm4_covariance(kind):
 def test_sampled_xi_approx_has_the_exact_covariance(kind):
     net, x, y, V = _case(sites=("x", "h1"))
     q, N = 0.7, 3000
-    s = np.asarray(im.xi_approx(net, x, y, q, np.random.default_rng(15), kind, draws=N))
+    s = np.asarray(im.xi_approx(net, x, y, q, rng=np.random.default_rng(15), noise=kind, samples=N))
     cov = np.asarray(im.xi_approx_cov(net, x, y, q, directions=V))
     for i in range(2):
         _check_sampled(s[:, i], V, cov[i], known_mean=0.0, mean=np.zeros(net.n_params))
@@ -293,9 +295,10 @@ def test_sampled_xi_approx_has_the_exact_covariance(kind):
 
 def test_k_equal_1_is_standard_dropout():
     net, x, y, _ = _case()
-    a = im.dropout_k_gradient(net, x, y, 0.3, 1, 21, draws=3)
+    a = im.dropout_k_gradient(net, x, y, 0.3, k=1, rng=21, samples=3)
     for noise in ("exact", "approx"):  # the injected noise has coefficient sqrt(1 − 1/k) = 0
-        assert_close(im.noise_injected_gradient(net, x, y, 0.3, 1, 21, noise, draws=3), a, rtol=0)
+        assert_close(im.noise_injected_gradient(net, x, y, 0.3, k=1, rng=21, noise=noise,
+                                                samples=3), a, rtol=0)
 
 
 # ---------------------------------------------------------------- Algorithm 2
@@ -349,7 +352,7 @@ def test_algorithm2_step_equals_hand_computation(explicit):
     # the documented draw: η ~ sample_eta(rng, (1, m, d)) per site, in site order
     eta = np.asarray(dc.noise.sample_eta(np.random.default_rng(8), (1, 3, 4), q))[0]
     for lam1, lam2 in ((None, None), (0.7, 0.0), (0.0, 2.5)):
-        new = im.update(net, x, y, q, lr, np.random.default_rng(8), explicit=ex,
+        new = im.update(net, x, y, q, lr=lr, rng=np.random.default_rng(8), explicit=ex,
                         lam1=lam1, lam2=lam2)
         assert list(new) == list(net.params)
         l1 = q / (2 * (1 - q)) if lam1 is None else lam1
@@ -362,7 +365,7 @@ def test_algorithm2_step_equals_hand_computation(explicit):
 
 def test_algorithm2_without_regularizers_is_plain_gradient_descent():
     net, x, y, _ = _case()
-    g = im.update_direction(net, x, y, 0.3, 0, explicit=None, implicit=None)
+    g = im.update_direction(net, x, y, 0.3, rng=0, explicit=None, implicit=None)
     ref = np.asarray(dc.exact.loss_gradients(net, net.trace(x), y))[0].mean(0)
     assert_close(g, ref, rtol=1e-14, atol=1e-16)
     # a callable implicit term gets the generator and is scaled by λ₂
@@ -372,7 +375,7 @@ def test_algorithm2_without_regularizers_is_plain_gradient_descent():
         seen.append(gen)
         return np.ones(model.n_params)
 
-    g2 = im.update_direction(net, x, y, 0.3, 9, explicit=None, implicit=noise, lam2=0.5)
+    g2 = im.update_direction(net, x, y, 0.3, rng=9, explicit=None, implicit=noise, lam2=0.5)
     assert_close(g2, ref + 0.5, rtol=1e-14)
     assert hasattr(seen[0], "random")
 
@@ -425,11 +428,11 @@ def test_metrics_and_xi_approx_in_every_namespace(xp_case):
     assert namespace(cov) is namespace(xb)
     assert_close(to_numpy(cov), np.asarray(im.xi_approx_cov(ref, x, y, 0.3)), rtol=1e-12,
                  atol=1e-15, check_namespace=False)
-    xi = im.xi_approx(net, xb, yb, 0.3, 0, draws=2)
+    xi = im.xi_approx(net, xb, yb, 0.3, rng=0, samples=2)
     assert namespace(xi) is namespace(xb) and xi.shape == (2, 2, ref.n_params)
-    g = im.noise_injected_gradient(net, xb, yb, 0.3, 2, 0, "approx")
+    g = im.noise_injected_gradient(net, xb, yb, 0.3, k=2, rng=0, noise="approx")
     assert namespace(g) is namespace(xb)
-    new = im.update(net, xb, yb, 0.3, 0.1, 0, explicit=None)
+    new = im.update(net, xb, yb, 0.3, lr=0.1, rng=0, explicit=None)
     assert namespace(new["W1"]) is namespace(xb)
     c = cv.compare(cov, cov + 0.0, r=2)
     assert float(c.rel_frobenius[0]) == 0.0 and namespace(c.alignment) is namespace(xb)
@@ -446,47 +449,47 @@ def bad_case():
 def test_k_below_one(bad_case, k):
     net, x, y = bad_case
     with pytest.raises(ValueError, match="k must be an integer >= 1"):
-        im.dropout_k_gradient(net, x, y, 0.3, k, 0)
+        im.dropout_k_gradient(net, x, y, 0.3, k=k, rng=0)
     with pytest.raises(ValueError, match="k must be an integer >= 1"):
-        im.noise_injected_gradient(net, x, y, 0.3, k, 0)
+        im.noise_injected_gradient(net, x, y, 0.3, k=k, rng=0)
     with pytest.raises(TypeError, match="k must be an integer"):
-        im.dropout_k_gradient(net, x, y, 0.3, 1.5, 0)
+        im.dropout_k_gradient(net, x, y, 0.3, k=1.5, rng=0)
 
 
 @pytest.mark.parametrize("lr", [float("nan"), float("inf"), "fast"])
 def test_lr_not_finite(bad_case, lr):
     net, x, y = bad_case
     with pytest.raises((ValueError, TypeError), match="lr must be a finite number"):
-        im.update(net, x, y, 0.3, lr, 0, explicit=None)
+        im.update(net, x, y, 0.3, lr=lr, rng=0, explicit=None)
 
 
 def test_unknown_noise_kinds(bad_case):
     net, x, y = bad_case
     with pytest.raises(ValueError, match="noise must be one of 'bernoulli', 'rademacher'"):
-        im.xi_approx(net, x, y, 0.3, 0, noise="gaussian")
+        im.xi_approx(net, x, y, 0.3, rng=0, noise="gaussian")
     with pytest.raises(ValueError, match="noise must be one of 'exact', 'approx'"):
-        im.noise_injected_gradient(net, x, y, 0.3, 2, 0, noise="tilde")
+        im.noise_injected_gradient(net, x, y, 0.3, k=2, rng=0, noise="tilde")
     with pytest.raises(ValueError, match="approx_noise must be one of"):
-        im.noise_injected_gradient(net, x, y, 0.3, 2, 0, "approx", approx_noise="gauss")
+        im.noise_injected_gradient(net, x, y, 0.3, k=2, rng=0, noise="approx", approx_noise="gauss")
     with pytest.raises(ValueError, match="implicit must be one of"):
-        im.update(net, x, y, 0.3, 0.1, 0, explicit=None, implicit="exact")
+        im.update(net, x, y, 0.3, lr=0.1, rng=0, explicit=None, implicit="exact")
     with pytest.raises(ValueError, match="reduction must be one of"):
-        im.xi_tilde(net, x, y, 0.3, 0, reduction="median")  # "sum" is valid (sequences)
+        im.xi_tilde(net, x, y, 0.3, rng=0, reduction="median")  # "sum" is valid (sequences)
 
 
 @pytest.mark.parametrize("arg", ["lam1", "lam2"])
 def test_negative_strengths(bad_case, arg):
     net, x, y = bad_case
     with pytest.raises(ValueError, match=f"{arg} must be >= 0"):
-        im.update(net, x, y, 0.3, 0.1, 0, explicit=None, **{arg: -0.5})
+        im.update(net, x, y, 0.3, lr=0.1, rng=0, explicit=None, **{arg: -0.5})
 
 
 def test_shape_errors(bad_case):
     net, x, y = bad_case
-    with pytest.raises(ValueError, match="draws must be an integer >= 1"):
-        im.xi_approx(net, x, y, 0.3, 0, draws=0)
+    with pytest.raises(ValueError, match="samples must be an integer >= 1"):
+        im.xi_approx(net, x, y, 0.3, rng=0, samples=0)
     with pytest.raises(ValueError, match="mean must be the expected gradient per example"):
-        im.xi_drop(net, x, y, 0.3, 0, mean=np.zeros(net.n_params))
+        im.xi_drop(net, x, y, 0.3, rng=0, mean=np.zeros(net.n_params))
     with pytest.raises(ValueError, match="directions must have shape"):
         im.xi_approx_cov(net, x, y, 0.3, directions=np.zeros((3, 2)))
     with pytest.raises(ValueError, match="eta\\['h1'\\] must have shape"):
@@ -494,10 +497,10 @@ def test_shape_errors(bad_case):
     with pytest.raises(ValueError, match="not dropout sites"):
         im.xi_approx_at(net, x, y, {"h7": np.zeros((2, 4))})
     with pytest.raises(ValueError, match="q must be a drop probability"):
-        im.xi_approx(net, x, y, 1.0, 0)
+        im.xi_approx(net, x, y, 1.0, rng=0)
     with pytest.raises(ValueError, match="approx and ref must have the same shape"):
         cv.relative_frobenius_error(np.eye(2), np.eye(3))
     with pytest.raises(ValueError, match="r must be at most"):
         cv.eigenspace_alignment(np.eye(2), np.eye(2), 3)
     with pytest.raises(dc.TooManyMasksError, match="Monte-Carlo"):
-        im.xi_drop(net, x, y, 0.3, 0, max_masks=4)
+        im.xi_drop(net, x, y, 0.3, rng=0, max_masks=4)

@@ -301,9 +301,9 @@ def test_exact_enumeration_runs_and_monte_carlo_agrees():
     x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
     q = 0.3
     exact = dc.exact.explicit_regularizer(m, x, y, q)
-    mc = ex.r_drop_sampled(m, x, y, q, 4000, np.random.default_rng(2), chunk=500)
+    mc = ex.r_drop_sampled(m, x, y, q, samples=4000, rng=np.random.default_rng(2), chunk=500)
     assert np.all(np.abs(mc.value - exact) <= 4 * mc.stderr), (mc, exact)
-    gen = dc.montecarlo.explicit_regularizer(m, x, y, q, samples=4000, seed=3)
+    gen = dc.montecarlo.explicit_regularizer(m, x, y, q, samples=4000, rng=3)
     assert np.all(np.abs(gen.value - exact) <= 4 * gen.stderr), (gen, exact)
     # the enumerated mean loss is the mean over the same masks drawn one at a time
     brute = dc.testing.brute_force_expectation(
@@ -318,7 +318,8 @@ def test_sampled_r_approx_is_unbiased_for_the_exact_one():
     x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
     for form in ("locked", "per_step"):
         exact = ex.r_approx_factor(m, x, y, form=form)
-        est = ex.r_approx_sampled(m, x, y, 3000, np.random.default_rng(8), form=form, chunk=500)
+        est = ex.r_approx_sampled(m, x, y, samples=3000, rng=np.random.default_rng(8), form=form,
+                                  chunk=500)
         assert np.all(np.abs(est.value - exact) <= 4 * est.stderr), (form, est, exact)
     # with q: the strength-weighted sum of the per-site values
     q = {"emb": 0.1, "h1": 0.2, "out": 0.5}
@@ -352,7 +353,7 @@ def test_agrees_with_the_generic_explicit_estimators():
     x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
     exact = ex.r_approx_factor(m, x, y)
     assert_close(ex.r_approx(m, x, y, route="jvp"), exact, rtol=1e-10)
-    est = ex.r_approx_sampled(m, x, y, 2000, np.random.default_rng(22))
+    est = ex.r_approx_sampled(m, x, y, samples=2000, rng=np.random.default_rng(22))
     assert np.all(np.abs(est.value - exact) <= 4 * est.stderr), (est, exact)
 
 
@@ -377,8 +378,8 @@ def test_xi_approx_summed_inside_the_sweep_is_the_sum_per_example_and_linear():
     m = LSTM.random(V, E_DIM, H, 2, seed=11)
     rng = np.random.default_rng(12)
     x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
-    per = im.xi_approx(m, x, y, 0.3, 5, draws=3)  # (3, n, P)
-    summed = im.xi_approx(m, x, y, 0.3, 5, draws=3, reduction="sum")  # (3, P)
+    per = im.xi_approx(m, x, y, 0.3, rng=5, samples=3)  # (3, n, P)
+    summed = im.xi_approx(m, x, y, 0.3, rng=5, samples=3, reduction="sum")  # (3, P)
     assert_close(summed, per.sum(axis=1), rtol=1e-10, atol=1e-14)
     eta = m.sample_noise(rng, N, T, 0.3, 3)
     at = im.xi_approx_at(m, x, y, eta)
@@ -428,8 +429,8 @@ def test_runs_in_array_api_strict():
     _, b = ms.adjoint_tangent(trs, tans, gs, ms.loss.hvp(trs.logits, strict.asarray(y),
                                                           tans.logits), params=True)
     assert_close(b, strict.asarray(a), rtol=1e-12, atol=1e-15)
-    est = ex.r_approx_sampled(ms, strict.asarray(x), strict.asarray(y), 2,
-                              np.random.default_rng(0), form="per_step")
+    est = ex.r_approx_sampled(ms, strict.asarray(x), strict.asarray(y), samples=2,
+                              rng=np.random.default_rng(0), form="per_step")
     assert dc.backend.namespace(est.value) is strict
 
 
@@ -538,7 +539,7 @@ def test_generic_r_approx_with_state_and_weight_noise_matches_the_oracle(name):
         for s in m.site_names:
             assert_close(got[s], want[s], rtol=1e-9, atol=1e-14)
         total = sum(ex.strength(q[s]) * want[s] for s in m.site_names)
-        est = ex.r_approx_sampled(m, c.x, c.y, 2000, np.random.default_rng(24), q=q,
+        est = ex.r_approx_sampled(m, c.x, c.y, samples=2000, rng=np.random.default_rng(24), q=q,
                                   form=form, chunk=700)
         assert np.all(np.abs(est.value - total) <= 4 * est.stderr), (form, est, total)
     # without the bound state the value differs: the context reaches the estimator
@@ -577,7 +578,7 @@ def test_r_drop_sampled_with_state_and_weight_noise_matches_enumeration_of_the_o
             prob = np.prod(np.where(keep == 1, 1 - q, q))
             eta = np.where(keep == 1, q / (1 - q), -1.0).reshape(shape)
             exact[i] += prob * (loss(eta) - clean)
-    est = ex.r_drop_sampled(m, x, y, q, 20000, np.random.default_rng(27), chunk=5000)
+    est = ex.r_drop_sampled(m, x, y, q, samples=20000, rng=np.random.default_rng(27), chunk=5000)
     assert np.all(np.abs(est.value - exact) <= 4 * est.stderr), (est, exact)
 
 
@@ -611,13 +612,13 @@ def test_generic_xi_summed_over_sequences_matches_the_oracle(name):
     grad = autograd.grad(total_loss)
     w = flat(c.p, order)
     q = 0.3
-    xi = im.xi_approx(m, c.x, c.y, q, 31, draws=1, reduction="sum")
+    xi = im.xi_approx(m, c.x, c.y, q, rng=31, samples=1, reduction="sum")
     eta = m.sample_noise_for(np.random.default_rng(31), c.x, q, 1)
     h = 1e-5
     want = (grad(w, {s: h * e[0] for s, e in eta.items()})
             - grad(w, {s: -h * e[0] for s, e in eta.items()})) / (2 * h)
     assert_close(xi[0], want, rtol=1e-6, atol=1e-10)
-    pair = im.xi_tilde(m, c.x, c.y, q, 32, draws=2, reduction="sum", chunk=2)
+    pair = im.xi_tilde(m, c.x, c.y, q, rng=32, samples=2, reduction="sum", chunk=2)
     eta2 = m.sample_noise_for(np.random.default_rng(32), c.x, q, 4)  # pairs (0, 2), (1, 3)
     for j in range(2):
         want2 = (grad(w, {s: e[j] for s, e in eta2.items()})

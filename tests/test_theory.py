@@ -92,7 +92,7 @@ def test_norm21_is_sum_of_column_norms_by_loop(rng):
         total += math.sqrt(s)
     assert norm21(M) == pytest.approx(total, rel=RTOL)
     # the columns of Wᵀ are the rows of W: the sum over classes of the weight-vector norms
-    assert theorem41(W, rng.standard_normal((7, 3)), np.zeros(7, int), 1.0, 0.5).A == (
+    assert theorem41(W, rng.standard_normal((7, 3)), np.zeros(7, int), B=1.0, delta=0.5).A == (
         pytest.approx(sum(math.sqrt(sum(w * w for w in row)) for row in W), rel=RTOL)
     )
 
@@ -292,7 +292,7 @@ def test_bad_input_names_the_argument(change, match, rng):
     W, X, Y = _good(rng)
     args = dict(W=W, X=X, Y=Y, B=2.0, delta=0.1, A=None) | change
     with pytest.raises(ValueError, match=match):
-        theorem41(**args)
+        theorem41(args.pop("W"), args.pop("X"), args.pop("Y"), **args)
 
 
 def test_a_at_the_norm_up_to_rounding_is_accepted(rng):

@@ -227,7 +227,8 @@ def test_explicit_and_implicit_against_mlp(mlp_pair):
     close(dc.implicit.xi_approx_cov(tm, x, y, 0.3), dc.implicit.xi_approx_cov(net, x, y, 0.3))
     # sampled: the same seed draws the same masks, so the samples agree like gradients
     for red in ("none", "sum"):
-        a, b = (dc.implicit.xi_tilde(m, x, y, 0.3, np.random.default_rng(19), 5, reduction=red)
+        a, b = (dc.implicit.xi_tilde(m, x, y, 0.3, rng=np.random.default_rng(19), samples=5,
+                                     reduction=red)
                 for m in (net, tm))
         close(b, a)
 

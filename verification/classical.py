@@ -84,7 +84,7 @@ def _l2_identity(ctx: Context) -> dict[str, float]:
 
     def record(case: str, net: Any, x: Any, q: Any, sites: Any = None) -> None:
         for conv in classical.CONVENTIONS:
-            g = classical.geometric_mean_predict(net, x, q, sites, convention=conv)
+            g = classical.geometric_mean_predict(net, x, q, sites=sites, convention=conv)
             w = classical.weight_scaled_predict(net, x, q, sites=sites, convention=conv)
             err = float(np.max(np.abs(np.asarray(g) - np.asarray(w))))
             worst[case] = max(worst.get(case, 0.0), err)
@@ -299,7 +299,7 @@ def _l3_experiment(ctx: Context) -> _L3Result:
         c_mean = float(np.mean(var))
         c_var = float(np.mean(m4 - var**2))  # leading coefficient of Var(σ̂²_T)·T
         for i, T in enumerate(Ts):
-            mc = classical.mc_dropout(net, x, _L3_Q, int(T), rng)
+            mc = classical.mc_dropout(net, x, _L3_Q, samples=int(T), rng=rng)
             m, v = np.asarray(mc.mean), np.asarray(mc.var)
             e_mean[i, r] = np.mean((m - mu) ** 2) / c_mean
             e_var[i, r] = np.mean((v - var) ** 2) / c_var

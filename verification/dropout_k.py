@@ -108,8 +108,8 @@ def measure_d1(ctx: Context) -> Measurement:
             worst = max(worst, rel_err(m, mean_ref), rel_err(c, np.asarray(cov_ref) / k))
     net, x, y, V, N = _api_case(ctx, "D1-api")
     q, k = 0.3, 3
-    g = im.dropout_k_gradient(net, x, y, q, k, ctx.rng("D1-draws"), draws=N)
-    z = sampled_max_z(g, V, dc.exact.dropout_k_cov(net, x, y, q, k, directions=V),
+    g = im.dropout_k_gradient(net, x, y, q, k=k, rng=ctx.rng("D1-draws"), samples=N)
+    z = sampled_max_z(g, V, dc.exact.dropout_k_cov(net, x, y, q, k=k, directions=V),
                       np.asarray(dc.exact.expected_gradient(net, x, y, q)).mean(0))
     return Measurement(
         f"max rel. error {fmt(worst)}; dc.implicit.dropout_k_gradient sampled max |z| {z:.2f}",
@@ -134,7 +134,7 @@ def measure_d2(ctx: Context) -> Measurement:
         worst = max(worst, rel_err(c, 2 * cov_ref), float(np.linalg.norm(m)) / scale)
     net, x, y, V, N = _api_case(ctx, "D2-api")
     q = 0.5
-    t = np.asarray(im.xi_tilde(net, x, y, q, ctx.rng("D2-draws"), draws=N))
+    t = np.asarray(im.xi_tilde(net, x, y, q, rng=ctx.rng("D2-draws"), samples=N))
     cov2 = 2 * np.asarray(dc.exact.gradient_noise_cov(net, x, y, q, directions=V))
     z = max(sampled_max_z(t[:, i], V, cov2[i], np.zeros(net.n_params)) for i in range(2))
     return Measurement(
@@ -163,8 +163,9 @@ def measure_d3(ctx: Context) -> Measurement:
         worst = max(worst, rel_err(c, cov_ref), rel_err(m, mean_ref))
     net, x, y, V, N = _api_case(ctx, "D3-api")
     q, k = 0.3, 4
-    g = im.noise_injected_gradient(net, x, y, q, k, ctx.rng("D3-draws"), "exact", draws=N)
-    z = sampled_max_z(g, V, dc.exact.dropout_k_cov(net, x, y, q, 1, directions=V),
+    g = im.noise_injected_gradient(net, x, y, q, k=k, rng=ctx.rng("D3-draws"), noise="exact",
+                                   samples=N)
+    z = sampled_max_z(g, V, dc.exact.dropout_k_cov(net, x, y, q, k=1, directions=V),
                       np.asarray(dc.exact.expected_gradient(net, x, y, q)).mean(0))
     return Measurement(
         f"max rel. error {fmt(worst)}; dc.implicit.noise_injected_gradient sampled max |z| "

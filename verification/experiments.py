@@ -176,13 +176,13 @@ def _direction(net: dc.MLP, method: _Method, x: Any, y: Any, q: float, rng: Any)
     """The flat update direction ``g`` of ``method`` on the mini-batch (dropcheck's gradients)."""
     kind, k = method
     if kind == "plain":  # Alg. 2 with neither regularizer: the gradient without dropout
-        return im.update_direction(net, x, y, q, rng, explicit=None, implicit=None)
+        return im.update_direction(net, x, y, q, rng=rng, explicit=None, implicit=None)
     if kind == "dropout":
-        return im.dropout_k_gradient(net, x, y, q, k, rng)
+        return im.dropout_k_gradient(net, x, y, q, k=k, rng=rng)
     if kind == "inject_exact":
-        return im.noise_injected_gradient(net, x, y, q, k, rng, "exact")
+        return im.noise_injected_gradient(net, x, y, q, k=k, rng=rng, noise="exact")
     if kind == "inject_approx":
-        return im.noise_injected_gradient(net, x, y, q, k, rng, "approx")
+        return im.noise_injected_gradient(net, x, y, q, k=k, rng=rng, noise="approx")
     raise ValueError(f"no direction for method {method!r}")
 
 
@@ -190,7 +190,7 @@ def _step(net: dc.MLP, method: _Method, x: Any, y: Any, cfg: _Config, rng: Any) 
     """One SGD step ``W ← W − lr·g`` of ``method`` on the mini-batch ``(x, y)``."""
     if method.kind in ("r_approx", "r_approx_xi"):  # Alg. 2, λ₁ = q/(2(1−q)), λ₂ = 1
         implicit = "approx" if method.kind == "r_approx_xi" else None
-        return net.with_params(im.update(net, x, y, cfg.q, cfg.lr, rng, explicit="approx",
+        return net.with_params(im.update(net, x, y, cfg.q, lr=cfg.lr, rng=rng, explicit="approx",
                                          implicit=implicit))
     g = net.unflatten_params(_direction(net, method, x, y, cfg.q, rng))
     return net.with_params({name: p - cfg.lr * g[name] for name, p in net.params.items()})

@@ -130,7 +130,7 @@ def _errors_one(net: dc.MLP, x: Any, y: Any, q: float, labels: np.random.Generat
     split = ex.hessian_split(net, x, y, q)
     gn = np.asarray(split.total_gauss_newton)
     taylor = gn + np.asarray(split.total_remainder)
-    sampled = s * np.asarray(ex.r_approx_sampled(net, x, y, samples, labels).value)
+    sampled = s * np.asarray(ex.r_approx_sampled(net, x, y, samples=samples, rng=labels).value)
     rem = float(np.abs(np.asarray(split.total_remainder)).sum() / np.abs(gn).sum())
     errs = [_pooled(taylor, r_drop), _pooled(gn, r_drop), _pooled(sampled, r_drop)]
     return errs, int((r_drop < 0).sum()), rem, resolved
@@ -862,7 +862,7 @@ def _comparison(quick: bool, seed: int) -> tuple[ex.EstimatorComparison, list[in
     sizes = cfg["sizes"]
     net = dc.MLP.random(sizes, "tanh", rng=rng, seed=None)
     x, y = _inputs(rng, cfg["n"], sizes[0], sizes[-1])
-    return ex.compare_estimators(net, x, y, rng, draws=cfg["draws"]), sizes
+    return ex.compare_estimators(net, x, y, rng=rng, samples=cfg["draws"]), sizes
 
 
 @claim(
@@ -902,7 +902,7 @@ def measure_e5(ctx: Context) -> Measurement:
             worst_r = max(worst_r, float(np.abs((p.T * r_hat).sum(0) - r_exact).max()
                                          / np.abs(r_exact).max()))
             if scale > 1.0:  # confident predictions: p far from uniform, a wrong label law shows
-                est = ex.r_approx_sampled(net, x, y, 400, ctx.rng(f"E5-sampled-{c}"))
+                est = ex.r_approx_sampled(net, x, y, samples=400, rng=ctx.rng(f"E5-sampled-{c}"))
                 z_conf = max(z_conf, float(np.max(np.abs(
                     (np.asarray(est.value) - r_exact) / np.asarray(est.stderr)))))
     comp, sizes = _comparison(ctx.quick, ctx.seed)

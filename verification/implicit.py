@@ -173,7 +173,7 @@ def _sampled_large(ctx: Context) -> dict[str, float]:
     approx = np.asarray(im.xi_approx_cov(net, x, y, q, directions=V))[0]
     chunks = []
     for b in _batches(draws, 250):
-        t = np.asarray(im.xi_tilde(net, x, y, q, rng, draws=b))[:, 0] @ V
+        t = np.asarray(im.xi_tilde(net, x, y, q, rng=rng, samples=b))[:, 0] @ V
         chunks.append(t / math.sqrt(2.0))  # Cov(ξ̃/√2) = Cov(ξ_drop)
     est = cv.sample_covariance(np.concatenate(chunks), mean=0.0)
     rel = float(cv.relative_frobenius_error(approx, est.value))
@@ -187,7 +187,8 @@ def _sampled_large(ctx: Context) -> dict[str, float]:
     }
     if not ctx.quick:  # the ξ_drop route: centred on a Monte-Carlo mean from independent draws
         mean = dc.montecarlo.expected_gradient(net, x, y, q, samples=draws, rng=rng).value
-        s = np.concatenate([np.asarray(im.xi_drop(net, x, y, q, rng, draws=b, mean=mean))[:, 0]
+        s = np.concatenate([np.asarray(im.xi_drop(net, x, y, q, rng=rng, samples=b, mean=mean))[:,
+                                                                                                0]
                             @ V for b in _batches(draws, 250)])
         e2 = cv.sample_covariance(s, mean=0.0)
         val = np.asarray(e2.value) / (1.0 + 1.0 / draws)  # centring on an estimated mean
@@ -452,7 +453,7 @@ def _i2_cached(seed: int, quick: bool) -> dict[str, Any]:
         for j, scale in enumerate(scales):
             for t, s in enumerate(_seeds(seed, "I2" + fam, n)):
                 net, x, y = _net(s, _FAMILIES[fam], scale)
-                c1 = np.asarray(dc.exact.dropout_k_cov(net, x, y, _Q_SCALE, 1))
+                c1 = np.asarray(dc.exact.dropout_k_cov(net, x, y, _Q_SCALE, k=1))
                 ca = np.asarray(im.xi_approx_cov(net, x, y, _Q_SCALE, reduction="mean"))
                 for i, k in enumerate(_KS):
                     c4 = c1 / k + (1 - 1 / k) * ca  # independent masks: covariances add
@@ -552,12 +553,12 @@ def _i2_exact(ctx: Context) -> dict[str, float]:
         lib_ca = np.asarray(im.xi_approx_cov(net, x, y, q, reduction="mean"))
         worst["xi_approx_cov"] = max(worst["xi_approx_cov"],
                                      float(cv.relative_frobenius_error(lib_ca, ca)))
-        ref = np.asarray(dc.exact.dropout_k_cov(net, x, y, q, k)) + (1 - 1 / k) * ca
+        ref = np.asarray(dc.exact.dropout_k_cov(net, x, y, q, k=k)) + (1 - 1 / k) * ca
         mean_ref = np.asarray(dc.exact.expected_gradient(net, x, y, q)).mean(0)
         for kind in ("bernoulli", "rademacher"):
             mean, cov = _enumerate_sampler(
                 lambda g, net=net, x=x, y=y, k=k, kind=kind: im.noise_injected_gradient(
-                    net, x, y, q, k, g, "approx", approx_noise=kind))
+                    net, x, y, q, k=k, rng=g, noise="approx", approx_noise=kind))
             worst["mean"] = max(worst["mean"], float(np.linalg.norm(mean - mean_ref)
                                                      / np.linalg.norm(mean_ref)))
             worst["cov"] = max(worst["cov"], float(cv.relative_frobenius_error(cov, ref)))
@@ -571,14 +572,14 @@ def _i2_sampled(ctx: Context) -> float:
     x, y = rng.standard_normal((2, 3)), rng.integers(0, 3, 2)
     V = rng.standard_normal((net.n_params, 3))
     q, k, N = 0.4, 4, (1500 if ctx.quick else 4000)
-    cov = (np.asarray(dc.exact.dropout_k_cov(net, x, y, q, k, directions=V))
+    cov = (np.asarray(dc.exact.dropout_k_cov(net, x, y, q, k=k, directions=V))
            + (1 - 1 / k) * np.asarray(im.xi_approx_cov(net, x, y, q, directions=V,
                                                         reduction="mean")))
     mean = np.asarray(dc.exact.expected_gradient(net, x, y, q)).mean(0)
     worst = 0.0
     for kind in ("bernoulli", "rademacher"):
-        g = np.asarray(im.noise_injected_gradient(net, x, y, q, k, rng, "approx",
-                                                  approx_noise=kind, draws=N))
+        g = np.asarray(im.noise_injected_gradient(net, x, y, q, k=k, rng=rng, noise="approx",
+                                                  approx_noise=kind, samples=N))
         worst = max(worst, sampled_max_z(g, V, cov, mean))
     return worst
 

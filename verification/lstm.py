@@ -78,9 +78,9 @@ def _explicit(ctx: Context, model: LSTM, x: Any, y: Any, cfg: dict[str, int]) ->
     rng = ctx.rng("S1-explicit")
     exact = float(np.sum(ex.r_approx_factor(model, x, y, q=_Q)))
     per_step = float(np.sum(ex.r_approx_factor(model, x, y, q=_Q, form="per_step")))
-    sam = ex.r_approx_sampled(model, x, y, cfg["labels"], rng, q=_Q, chunk=100)
+    sam = ex.r_approx_sampled(model, x, y, samples=cfg["labels"], rng=rng, q=_Q, chunk=100)
     sam_v, sam_se = float(np.sum(sam.value)), float(np.sqrt(np.sum(sam.stderr**2)))
-    mc = ex.r_drop_sampled(model, x, y, _Q, cfg["mc"], rng, chunk=250)
+    mc = ex.r_drop_sampled(model, x, y, _Q, samples=cfg["mc"], rng=rng, chunk=250)
     r, se = float(np.sum(mc.value)), float(np.sqrt(np.sum(mc.stderr**2)))
     rel = exact / r - 1.0
     rel_se = exact / r**2 * se  # delta method; the MC error dominates (R_approx is exact)
@@ -104,7 +104,7 @@ def _per_site_z(ctx: Context, model: LSTM, x: Any, y: Any, cfg: dict[str, int]) 
     missing from the exact sum has ``z`` = estimate/SE, far outside ±4 for every site here.
     """
     exact = ex.r_approx_factor(model, x, y, q=_Q, per_site=True)
-    sam = ex.r_approx_sampled(model, x, y, cfg["labels"], ctx.rng("S1-per-site"), q=_Q,
+    sam = ex.r_approx_sampled(model, x, y, samples=cfg["labels"], rng=ctx.rng("S1-per-site"), q=_Q,
                               per_site=True, chunk=100)
     out = {}
     for s, est in sam.items():
@@ -120,7 +120,7 @@ def _implicit(ctx: Context, model: LSTM, x: Any, y: Any, cfg: dict[str, int]) ->
     approx = np.sum(np.asarray(im.xi_approx_cov(model, x, y, _Q, directions=V)), axis=0)
     draws = []
     for i in range(0, cfg["xi"], 50):
-        t = np.asarray(im.xi_tilde(model, x, y, _Q, rng, min(50, cfg["xi"] - i),
+        t = np.asarray(im.xi_tilde(model, x, y, _Q, rng=rng, samples=min(50, cfg["xi"] - i),
                                    reduction="sum", chunk=50))
         draws.append(t @ V / math.sqrt(2.0))  # Cov(ξ̃/√2) = Cov(ξ_drop) of the summed gradient
     est = cv.sample_covariance(np.concatenate(draws), mean=0.0)

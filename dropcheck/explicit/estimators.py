@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dropcheck._api import accepts_old_signature, resolve_rng
 from dropcheck._validate import check_choice, check_positive_int, check_q_sites
-from dropcheck.backend import make_rng
 from dropcheck.explicit._common import (
     Metric,
     Problem,
@@ -109,8 +109,9 @@ def _r_hat_draws(pb: Problem, labels: Any) -> Any:
     return _total(_r_hat_terms(pb, labels, (f,), dict.fromkeys(pb.sites, 1.0))[f])
 
 
+@accepts_old_signature(positional=("sites",))
 def r_hat(
-    model: Model, x: Any, labels: Any, sites: Iterable[str] | str | None = None
+    model: Model, x: Any, labels: Any, /, *, sites: Iterable[str] | str | None = None
 ) -> Any:
     """The slides' ``R̂ = Σ_i Σ_k h_ik² (g_ŷᵀ J_{F,i})_k²`` for given labels ``ŷ``.
 
@@ -176,13 +177,15 @@ def _sampled_terms(
             for f in forms}
 
 
+@accepts_old_signature(positional=("samples", "rng"))
 def r_approx_sampled_terms(
     model: Model,
     x: Any,
-    samples: int,
-    rng: Any,
+    /,
     *,
     sites: Iterable[str] | str | None = None,
+    samples: int,
+    rng: Any = None,
     q: Any = None,
     forms: Iterable[str] | None = None,
     chunk: int | None = None,
@@ -201,17 +204,19 @@ def r_approx_sampled_terms(
     require_label_distribution(model, "r_approx_sampled_terms")
     pb = setup(model, x, None, sites, per_step=True, trace=trace)
     fs = (model.mask,) if forms is None else tuple(_forms(model, f) for f in forms)
-    return _sampled_terms(pb, samples, make_rng(None, rng), fs, _weights(pb.sites, q), chunk)
+    return _sampled_terms(pb, samples, resolve_rng(rng), fs, _weights(pb.sites, q), chunk)
 
 
+@accepts_old_signature(positional=("samples", "rng", "sites"))
 def r_approx_sampled(
     model: Model,
     x: Any,
     y: Any,
-    samples: int,
-    rng: Any,
-    sites: Iterable[str] | str | None = None,
+    /,
     *,
+    sites: Iterable[str] | str | None = None,
+    samples: int,
+    rng: Any = None,
     q: Any = None,
     form: str | None = None,
     per_site: bool = False,
@@ -231,19 +236,21 @@ def r_approx_sampled(
     require_label_distribution(model, "r_approx_sampled")
     pb = setup(model, x, y, sites, per_step=True)
     f = _forms(model, form)
-    terms = _sampled_terms(pb, samples, make_rng(None, rng), (f,), _weights(pb.sites, q),
+    terms = _sampled_terms(pb, samples, resolve_rng(rng), (f,), _weights(pb.sites, q),
                            chunk)[f]
     if per_site:
         return {s: _estimate(v, pb.xp, pb.single) for s, v in terms.items()}
     return _estimate(_total(terms), pb.xp, pb.single)
 
 
+@accepts_old_signature(positional=("sites",))
 def r_approx_factor(
     model: Model,
     x: Any,
     y: Any,
-    sites: Iterable[str] | str | None = None,
+    /,
     *,
+    sites: Iterable[str] | str | None = None,
     q: Any = None,
     form: str | None = None,
     per_site: bool = False,
@@ -278,15 +285,17 @@ def r_approx_factor(
     return terms if per_site else _total(terms)
 
 
+@accepts_old_signature(positional=("samples", "rng"))
 def r_drop_sampled(
     model: Model,
     x: Any,
     y: Any,
     q: Any,
-    samples: int,
-    rng: Any,
+    /,
     *,
     sites: Iterable[str] | str | None = None,
+    samples: int,
+    rng: Any = None,
     control_variate: bool = True,
     chunk: int | None = None,
 ) -> Estimate:
@@ -308,7 +317,7 @@ def r_drop_sampled(
     samples = check_positive_int(samples, "samples", minimum=2)
     pb = setup(model, x, y, sites, per_step=True)
     qd = check_q_sites(q, pb.sites)
-    gen = make_rng(None, rng)
+    gen = resolve_rng(rng)
     xp, n = pb.xp, pb.n
     clean = model.loss.value(pb.tr.logits, pb.y)  # (1, n)
     lin = None
@@ -345,13 +354,17 @@ def _probe_draws(pb: Problem, probes: int, rng: Any, labels: str) -> Any:
     return gt * gt
 
 
+@accepts_old_signature(positional=("probes", "rng", "sites", "labels"),
+                       renamed={"probes": "samples"})
 def r_approx_probe(
     model: Model,
     x: Any,
     y: Any,
-    probes: int,
-    rng: Any,
+    /,
+    *,
     sites: Iterable[str] | str | None = None,
+    samples: int,
+    rng: Any = None,
     labels: str = "sampled",
 ) -> Estimate:
     """Rademacher-probe estimate of ``R_approx`` (4.4, no constant), per example ``(n,)``.
@@ -359,14 +372,16 @@ def r_approx_probe(
     Each probe draws signs ``s_i`` for every unit of every site and costs one forward sweep,
     ``t = Σ_i J_{F,i}(s_i ⊙ h_i)``; the draw is ``tᵀ H_out t`` (``labels="full"``) or
     ``(g_ŷᵀ t)²`` with one label ``ŷ ~ softmax(F(x))`` (``labels="sampled"``, cross-entropy
-    only).  Returns the mean over the probes and its standard error.
+    only).  ``samples`` probes (formerly ``probes=``: each probe is one draw of the estimator,
+    so it is the sample count) are drawn from ``rng``.  Returns the mean over the probes and its
+    standard error.
     """
-    probes = check_positive_int(probes, "probes")
+    probes = check_positive_int(samples, "samples")
     labels = check_choice(labels, ("sampled", "full"), "labels")
     if labels == "sampled":
         require_label_distribution(model, "r_approx_probe(labels='sampled')")
     pb = setup(model, x, y, sites)
-    return _estimate(_probe_draws(pb, probes, make_rng(None, rng), labels), pb.xp, pb.single)
+    return _estimate(_probe_draws(pb, probes, resolve_rng(rng), labels), pb.xp, pb.single)
 
 
 @dataclass(frozen=True)
@@ -438,30 +453,32 @@ def _timed(fn: Callable[[], Any], repeats: int = 3) -> tuple[Any, float]:
     return out, best
 
 
+@accepts_old_signature(positional=("rng",), renamed={"draws": "samples"})
 def compare_estimators(
     model: Model,
     x: Any,
     y: Any,
-    rng: Any,
+    /,
     *,
-    draws: int = 256,
     sites: Iterable[str] | str | None = None,
+    samples: int = 256,
+    rng: Any = None,
 ) -> EstimatorComparison:
     """Variance per unit cost of the estimators of ``R_approx`` against the exact value.
 
     Estimators: ``exact`` (:func:`r_approx`, cheaper route per site), ``sampled``
     (:func:`r_approx_sampled`, one reverse sweep per label), ``probe_full`` and
     ``probe_sampled`` (:func:`r_approx_probe`, one forward sweep per probe).  Each random
-    estimator is run for ``draws`` draws (timed as one batched call); costs are counted in
+    estimator is run for ``samples`` draws (timed as one batched call); costs are counted in
     Jacobian products per draw and in seconds per draw.  Needs cross-entropy.
     """
-    draws = check_positive_int(draws, "draws", minimum=2)
+    draws = check_positive_int(samples, "samples", minimum=2)
     require_label_distribution(model, "compare_estimators")
     pb = setup(model, x, y, sites)
-    gen = make_rng(None, rng)
+    gen = resolve_rng(rng)
     xp = pb.xp
     r = Metric(pb, "loss").rank
-    exact, t_exact = _timed(lambda: r_approx(model, pb.x, pb.y, pb.sites))
+    exact, t_exact = _timed(lambda: r_approx(model, pb.x, pb.y, sites=pb.sites))
     widths = [model.widths[s] for s in pb.sites]
     exact_products = sum(d for d in widths if d < r) + (r if any(d >= r for d in widths) else 0)
     runs: dict[str, tuple[int, Callable[[], Any]]] = {

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from dropcheck._api import accepts_old_signature
 from dropcheck._validate import check_choice
 from dropcheck.explicit._common import ROUTES, Metric, Problem, setup, unit_directions
 from dropcheck.models._base import Model
@@ -73,13 +74,15 @@ def _site_terms(pb: Problem, metric: Metric, route: str, per_unit: bool = False)
     return out
 
 
+@accepts_old_signature(positional=("sites", "hessian"))
 def r_approx(
     model: Model,
     x: Any,
     y: Any,
+    /,
+    *,
     sites: Iterable[str] | str | None = None,
     hessian: str = "loss",
-    *,
     route: str = "auto",
     per_site: bool = False,
     per_unit: bool = False,
@@ -120,13 +123,15 @@ def r_approx(
     return pb.squeeze(total)
 
 
+@accepts_old_signature(positional=("sites", "hessian"))
 def r_approx_grad(
     model: Model,
     x: Any,
     y: Any,
+    /,
+    *,
     sites: Iterable[str] | str | None = None,
     hessian: str = "loss",
-    *,
     reduce: bool = True,
 ) -> Any:
     r"""``∇_W R_approx`` (4.4, no constant): the explicit step of Alg. 2, flat ``(P,)``.

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dropcheck._api import accepts_old_signature
 from dropcheck._validate import check_q, check_q_sites
 from dropcheck.explicit._common import Problem, diagonal, setup, unit_directions
 from dropcheck.models._base import Model
@@ -33,7 +34,8 @@ from dropcheck.models._base import Model
 __all__ = ["strength", "taylor", "hessian_split", "HessianSplit", "noise_hessian", "small_q_limit"]
 
 
-def strength(q: float) -> float:
+@accepts_old_signature()
+def strength(q: float, /) -> float:
     """The dropout-matching strength ``q / (2(1−q))`` (the constant of eq. 4.2).
 
     ``E[η²] = q/(1−q)`` times the ``½`` of the second-order term; multiply the paper's
@@ -61,11 +63,14 @@ def _second_derivatives(pb: Problem, site: str, g_dot_zero: bool = False) -> tup
     return diagonal(nat, xp, d), tan.logits
 
 
+@accepts_old_signature(positional=("sites",))
 def taylor(
     model: Model,
     x: Any,
     y: Any,
     q: float | Mapping[str, float],
+    /,
+    *,
     sites: Iterable[str] | str | None = None,
 ) -> Any:
     r"""``R_taylor`` of eq. 4.2, with the constant, summed over ``sites``: per example ``(n,)``.
@@ -124,11 +129,14 @@ def _sum(parts: Iterable[Any]) -> Any:
     return out
 
 
+@accepts_old_signature(positional=("sites",))
 def hessian_split(
     model: Model,
     x: Any,
     y: Any,
     q: float | Mapping[str, float],
+    /,
+    *,
     sites: Iterable[str] | str | None = None,
 ) -> HessianSplit:
     """Split ``R_taylor`` (4.2) into its Gauss–Newton part and model-Hessian remainder, per site.
@@ -150,8 +158,9 @@ def hessian_split(
     return HessianSplit(gn, rem)
 
 
+@accepts_old_signature(positional=("sites",))
 def noise_hessian(
-    model: Model, x: Any, y: Any, sites: Iterable[str] | str | None = None
+    model: Model, x: Any, y: Any, /, *, sites: Iterable[str] | str | None = None
 ) -> Any:
     """The exact Hessian of ``ℓ(F(x, η))`` w.r.t. the noise of ``sites`` at ``η = 0``.
 
@@ -184,8 +193,9 @@ def noise_hessian(
     return pb.squeeze(xp.concat(rows, axis=-2))
 
 
+@accepts_old_signature(positional=("sites",))
 def small_q_limit(
-    model: Model, x: Any, y: Any, sites: Iterable[str] | str | None = None
+    model: Model, x: Any, y: Any, /, *, sites: Iterable[str] | str | None = None
 ) -> Any:
     r"""The exact limit ``lim_{q→0} R_drop / q`` (all sites' ``q → 0`` together), ``(n,)``.
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from dropcheck._api import accepts_old_signature
 from dropcheck._validate import check_q_sites
 from dropcheck.backend import matmul
 from dropcheck.explicit._common import setup
@@ -55,11 +56,14 @@ def _site_layers(model: MLP) -> list[int]:
     return [0 if s == "x" else int(s[1:]) for s in model.site_names]
 
 
+@accepts_old_signature(positional=("sites",))
 def next_layer(
     model: Model,
     x: Any,
     y: Any,
     q: float | Mapping[str, float],
+    /,
+    *,
     sites: Iterable[str] | str | None = None,
 ) -> Any:
     r"""``R_next``: the second-order Taylor term around the next pre-activation, per example.

@@ -148,7 +148,7 @@ def evaluate_corpus(
             _acc(tot, "tokens", ntok)
             _acc(tot, "loss", to_numpy(xp.sum(m.loss.value(tr.logits, y))))
             terms = explicit.r_approx_sampled_terms(
-                m, x, samples, gen, q=qd, forms=(m.mask, other), chunk=chunk, trace=tr)
+                m, x, samples=samples, rng=gen, q=qd, forms=(m.mask, other), chunk=chunk, trace=tr)
             for f, key in ((m.mask, "r_approx"), (other, "r_approx_other")):
                 per_sample = xp.sum(sum(terms[f].values()), axis=1)  # (samples,) window totals
                 mean, v = _mean_var(to_numpy(per_sample))
@@ -157,15 +157,16 @@ def evaluate_corpus(
             for s in names:
                 _acc(tot, f"site:{s}", to_numpy(xp.sum(xp.mean(terms[m.mask][s], axis=0))))
             if mc_samples:
-                e = explicit.r_drop_sampled(m, x, y, qd, mc_samples, gen, chunk=mc_chunk)
+                e = explicit.r_drop_sampled(m, x, y, qd, samples=mc_samples, rng=gen,
+                                            chunk=mc_chunk)
                 _acc(tot, "r_drop", to_numpy(xp.sum(e.value)))
                 _acc(var, "r_drop", to_numpy(xp.sum(e.stderr**2)))
             if xi_draws:
-                xa = implicit.xi_approx(m, x, y, qd, gen, draws=xi_draws, reduction="sum",
+                xa = implicit.xi_approx(m, x, y, qd, rng=gen, samples=xi_draws, reduction="sum",
                                         chunk=xi_draws) / ntok
                 xi_a.append(float(to_numpy(xp.mean(xp.sum(xa * xa, axis=-1)))))
             if xi_drop_draws:
-                xd = implicit.xi_tilde(m, x, y, qd, gen, draws=xi_drop_draws, reduction="sum",
+                xd = implicit.xi_tilde(m, x, y, qd, rng=gen, samples=xi_drop_draws, reduction="sum",
                                        chunk=xi_drop_chunk) / ntok
                 xi_d.append(float(to_numpy(xp.mean(xp.sum(xd * xd, axis=-1)))) / 2.0)
             state = [(h[:1, ...], c[:1, ...]) for h, c in m.final_state(tr)]

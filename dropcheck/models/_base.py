@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from dropcheck._validate import check_choice, check_finite, check_q
+from dropcheck._validate import check_array_kind, check_choice, check_finite, check_q
 from dropcheck.backend import namespace
 from dropcheck.losses import Loss
 
@@ -432,12 +432,28 @@ class Model:
     def check_sites(
         self, sites: Iterable[str] | str | None, name: str = "sites"
     ) -> tuple[str, ...]:
-        """Return ``sites`` (all when None) after checking each is a site of the model."""
+        """Return ``sites`` (all when None) after checking each is a site of the model.
+
+        ``sites`` is one site name or an iterable of names; a name given twice is refused
+        (counting a site twice would double its term in the sums over sites).
+        """
         if sites is None:
             return self.site_names
         if isinstance(sites, str):
             sites = (sites,)
-        sites = tuple(sites)
+        try:
+            sites = tuple(sites)
+        except TypeError:
+            raise TypeError(
+                f"{name} must be a site name, an iterable of site names, or None (all sites "
+                f"{list(self.site_names)}); got {type(sites).__name__} {sites!r}"
+            ) from None
+        bad = [s for s in sites if not isinstance(s, str)]
+        if bad:
+            raise TypeError(f"{name} must hold site names (str); got {bad!r}")
+        dup = sorted({s for s in sites if sites.count(s) > 1})
+        if dup:
+            raise ValueError(f"{name} names {dup} more than once; name each site once")
         unknown = [s for s in sites if s not in self.site_names]
         if unknown:
             raise ValueError(
@@ -451,10 +467,22 @@ class Model:
     def check_x(self, x: Any) -> tuple[Any, bool]:
         """Return ``x`` as ``(n, d0)`` and whether it was a single example."""
         xp = self.xp
+        f16 = getattr(xp, "float16", None)
+        if f16 is not None and self.dtype == f16:
+            raise TypeError(
+                "the model's parameters are float16: dropcheck computes in float32 or float64 "
+                "(float16 overflows the losses' exponentials); build the model in float32"
+            )
         x = xp.asarray(x)
+        check_array_kind(x, xp, "x")
         if x.ndim not in (1, 2) or x.shape[-1] != self.input_dim:
             raise ValueError(
                 f"x must have shape (n, {self.input_dim}) or ({self.input_dim},), got {x.shape}"
+            )
+        if x.ndim == 2 and x.shape[0] == 0:
+            raise ValueError(
+                f"x holds no examples (shape {tuple(x.shape)}): every quantity is per example "
+                "or a mean over examples; pass at least one"
             )
         if not xp.isdtype(x.dtype, "real floating"):
             x = xp.astype(x, self.dtype)
@@ -508,6 +536,8 @@ class Model:
         flat: dict[str, Any] = {}
         for s, eta in (noise or {}).items():
             eta = xp.asarray(eta)
+            check_array_kind(eta, xp, f"noise[{s!r}]")
+            check_finite(eta, xp, f"noise[{s!r}]")
             if single:
                 eta = eta[..., None, :]
             batch = eta.shape[:-2] if len(eta.shape[:-2]) > len(batch) else batch

@@ -322,6 +322,8 @@ class LSTM(Model):
             raise ValueError(
                 f"x must hold token ids of shape (n, T) or (T,) with T >= 1, got {x.shape}"
             )
+        if x.ndim == 2 and x.shape[0] == 0:
+            raise ValueError(f"x holds no sequences (shape {tuple(x.shape)}); pass at least one")
         if xp.isdtype(x.dtype, "real floating"):
             if not bool(xp.all(xp.round(x) == x)):
                 raise TypeError("x must hold integer token ids")
