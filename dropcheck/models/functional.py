@@ -47,6 +47,7 @@ other arrays (cupy, torch, JAX, array-api-strict) raise ``TypeError`` naming the
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -296,7 +297,10 @@ class Functional(Model):
                 )
             self._check_rowwise(what, fn, h, out)
             row = np.ascontiguousarray(h[(0,) * (h.ndim - 1)])
-            dep = _dependence(lambda z, fn=fn: self._call(fn, self.params, z), row)
+            def of_input(z: Any, fn: StageFn = fn) -> Any:
+                return self._call(fn, self.params, z)
+
+            dep = _dependence(of_input, row)
             if dep == "none":
                 raise ValueError(
                     f"{what}: autograd finds no path from the stage input h to its output; a "
@@ -309,12 +313,12 @@ class Functional(Model):
                 )
             # parameters the stage reads with a derivative that can be nonzero; the others get
             # exact zeros without being traced
+            def of_param(a: Any, k: str, fn: StageFn = fn, r: Any = row) -> Any:
+                return self._call(fn, {**self.params, k: a}, r)
+
             uses = tuple(
                 k for k in self.params
-                if _dependence(
-                    lambda a, fn=fn, k=k, r=row: self._call(fn, {**self.params, k: a}, r),
-                    self.params[k],
-                ) == "yes"
+                if _dependence(functools.partial(of_param, k=k), self.params[k]) == "yes"
             )
             index = np.concatenate(
                 [np.arange(self._offsets[k][0], sum(self._offsets[k])) for k in uses]
@@ -347,14 +351,18 @@ class Functional(Model):
         # the same row through a different BLAS path differs by rounding; mixing rows is O(1)
         rtol = 4 * math.sqrt(float(np.finfo(out.dtype).eps))
         scale = float(np.nanmax(np.abs(out), initial=0.0)) or 1.0
-        tol = dict(rtol=rtol, atol=rtol * scale, equal_nan=True)
+        atol = rtol * scale
         three = self._probe(what, fn, h[0])
-        ok = three.shape == out.shape[1:] and bool(np.allclose(three, out[0], **tol))
+        ok = three.shape == out.shape[1:] and bool(
+            np.allclose(three, out[0], rtol=rtol, atol=atol, equal_nan=True)
+        )
         for r in np.ndindex(*h.shape[:-1]):
             if not ok:
                 break
             one = self._probe(what, fn, np.ascontiguousarray(h[r]))
-            ok = one.shape == out.shape[-1:] and bool(np.allclose(one, out[r], **tol))
+            ok = one.shape == out.shape[-1:] and bool(
+                np.allclose(one, out[r], rtol=rtol, atol=atol, equal_nan=True)
+            )
         if not ok:
             raise ValueError(
                 f"{what} is not row-wise: evaluated on a batch {h.shape} its rows differ from "
