@@ -308,3 +308,11 @@ def test_layout_names_the_axes_of_a_time_first_locked_mask():
 def test_bad_layout_names_the_argument(layout):
     with pytest.raises(ValueError, match="layout must name each of the 3 input axes"):
         check_dropout(time_first_locked(), q=0.3, shape=(6, 8, 16), layout=layout)
+
+
+def test_scale_message_prints_the_digits_that_differ():
+    """"1.11111 instead of 1.11111" cannot happen: the digits grow until the numbers differ."""
+    from dropcheck.checks._diagnosis import _scale_phrase
+
+    _, phrase = _scale_phrase(1.1111115, 0.1, False)
+    assert phrase == "kept values scaled by 1.111112 instead of 1/(1-q) = 1.111111"

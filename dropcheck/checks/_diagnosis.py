@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dropcheck.checks._report import ERROR, FAIL, CheckRow
+from dropcheck.checks._report import ERROR, FAIL, CheckRow, fmt_pair
 
 __all__ = ["diagnose_dropout"]
 
@@ -73,7 +73,8 @@ def _scale_phrase(s: float, q: float, eval_scales: bool) -> tuple[str, str]:
         return "1/q", "kept values scaled by 1/q instead of 1/(1-q)"
     if _close(s, (1.0 - q) ** -2):
         return "twice", "scaled twice (kept values scaled by 1/(1-q)^2)"
-    return "scale", f"kept values scaled by {s:.6g} instead of 1/(1-q) = {1 / (1 - q):.6g}"
+    so, se = fmt_pair(s, 1 / (1 - q), 6)
+    return "scale", f"kept values scaled by {so} instead of 1/(1-q) = {se}"
 
 
 def _failed(row: CheckRow | None) -> bool:

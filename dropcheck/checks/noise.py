@@ -57,6 +57,7 @@ r̂"; ``0`` no noise at all.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -102,6 +103,8 @@ _WEAK = 1e-6
 #: residual outside the range of ``C`` (RMS, relative to sqrt(tr C)) allowed for rounding: float32
 #: rounding of a user computation is ~1e-7; a missing gradient path is O(0.1–1)
 SPAN_TOL = 1e-4
+#: level at which samples "fit" a known variant's mean in a diagnosis
+DIAGNOSIS_LEVEL = 1e-3
 #: design effects for the stated power: a variance off by 20 %, a mean of half a noise s.d.
 _VAR_EFFECT, _MEAN_EFFECT = 0.8, 0.5
 
@@ -125,6 +128,10 @@ class _Reference:
     #: for ξ_drop parts: the exact ``∇_W ℓ_drop`` per example ``(n, P)``, the centre of ξ_drop
     drop_mean: np.ndarray | None = None
     parts: tuple[tuple[str, float], ...] = (("approx", 1.0),)
+    #: means of known variants ``(key, phrase, (n, P))``: a failed mean or span row that fits
+    #: one of them is named by it (Alg. 2's explicit term when plain ξ_approx gradients were
+    #: declared)
+    alt_means: tuple[tuple[str, str, np.ndarray], ...] = ()
 
 
 def _eta_cumulants(q: float, noise: str) -> tuple[float, float]:
@@ -208,11 +215,14 @@ def _reference(pb: Problem, q: float, kind: str | _Target, samples: str,
         return _Reference(cov, eg, "mean = ∇ℓ_drop", units, eg, tuple(parts))
     grads = np.asarray(exact.loss_gradients(net, net.trace(x), y)[0])
     what = "mean = clean gradient"
+    lam1 = explicit_mod.strength(q) if target.lam1 is None else target.lam1
+    reg = lam1 * np.asarray(explicit_mod.r_approx_grad(net, x, y, reduce=False))
     if target.kind == "alg2" and target.explicit is not None:
-        lam1 = explicit_mod.strength(q) if target.lam1 is None else target.lam1
-        grads = grads + lam1 * np.asarray(explicit_mod.r_approx_grad(net, x, y, reduce=False))
-        what = "mean = clean gradient + λ₁∇R_approx"
-    return _Reference(cov, grads, what, units, eg, tuple(parts))
+        return _Reference(cov, grads + reg, "mean = clean gradient + λ₁∇R_approx", units, eg,
+                          tuple(parts))
+    alt = (("alg2", "mean shifted by q/(2(1−q))·∇R_approx: Algorithm 2's explicit term (declare "
+                    "kind='alg2')", grads + reg),)
+    return _Reference(cov, grads, what, units, eg, tuple(parts), alt)
 
 
 def _pairings(cov: np.ndarray) -> np.ndarray:
@@ -535,7 +545,10 @@ def diagnose_noise(rows: Sequence[CheckRow], samples: str,
         if r.verdict != FAIL:
             continue
         kind = r.info.get("kind")
-        if kind == "span":
+        if kind in ("span", "mean") and r.info.get("alt_means"):
+            key, phrase = r.info["alt_means"][0]
+            found.setdefault(key, phrase)
+        elif kind == "span":
             found.setdefault("span", "noise outside the span of the exact noise (a gradient path "
                                      "missing, e.g. not through J_loss, or noise on parameters "
                                      "dropout does not perturb)")
@@ -591,7 +604,25 @@ def _rows_for(fn: Callable, pb: Problem, q: float, ref: _Reference, setup: _Setu
                          detail="the exact noise is zero on this net (no unit is active)")], None
     dev = x.reshape(draws, -1) - fr.mean
     rows = [] if stage > 1 else [_span_row(label, q, dev, fr)]
-    return rows + _test_rows(label, q, dev, fr, ref, pb.index), fr
+    rows += _test_rows(label, q, dev, fr, ref, pb.index)
+    fits = [(key, phrase) for key, phrase, m in ref.alt_means
+            if _mean_fits(x.reshape(draws, -1), m, fmt, fr)]
+    return [dataclasses.replace(r, info={**r.info, "alt_means": fits})
+            if r.info.get("kind") in ("span", "mean") else r for r in rows], fr
+
+
+def _mean_fits(x: np.ndarray, mean: np.ndarray, fmt: str, fr: _Frame) -> bool:
+    """Whether samples ``x`` ``(N, ·)`` fit another ``mean`` ``(n, P)``: a named variant.
+
+    They must pass the span check and the mean test (at ``DIAGNOSIS_LEVEL``) about it.
+    """
+    m = mean.mean(axis=0) if fmt == "mean" else mean.reshape(-1)
+    dev = x - m
+    res = dev - (dev @ fr.basis) @ fr.basis.T
+    if math.sqrt(float(np.mean(np.sum(res * res, axis=1))) / fr.trace) > SPAN_TOL:
+        return False
+    zbar = (dev @ fr.w.T).mean(axis=0)
+    return float(stats.chi2.sf(dev.shape[0] * zbar @ zbar, fr.k)) > DIAGNOSIS_LEVEL
 
 
 def check_gradient_noise(
