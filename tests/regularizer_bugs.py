@@ -503,6 +503,9 @@ def _gradient_main(seeds: int, alpha: float) -> None:  # pragma: no cover - run 
         fails += not r.passed
         for row in r.rows:
             (pvals if row.info.get("gradient") else vals).append(row.p_value)
+        if (seed + 1) % 20 == 0:
+            print(f"  {seed + 1} seeds: {fails} reports failed; gradient p <= 0.05: "
+                  f"{np.mean(np.array(pvals) <= 0.05):.4f}", flush=True)
     p, v = np.array(pvals), np.array(vals)
     print(f"{fails} of {seeds} reports failed at alpha = {alpha:g}, single stage "
           f"({time.perf_counter() - t0:.0f} s)")
