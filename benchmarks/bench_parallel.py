@@ -86,3 +86,40 @@ def run(mode: str, repeats: int, threads: int | None = None) -> list[Row]:
             t["dask 2"], t["serial"], t["serial"] / t["dask 2"], {**common, "efficiency": eff},
             "" if same else "RESULTS DIFFER between executors"),
     ]
+
+
+def scale_out_table(rate: float, task_s: float = 1e-3, inner: int = SPLIT_INNER_BITS,
+                    widths: tuple[int, ...] = (32, 36, 40),
+                    workers: tuple[int, ...] = (1, 16, 256)) -> str:
+    """Markdown: projected time to enumerate one example's ``2^d`` masks on ``W`` workers.
+
+    ``T = 2^d / (rate · W) + tasks · task_s`` with ``rate`` the measured per-worker throughput
+    (masks per second for one example), ``tasks = min(chunks, 4W)`` shards (the default, each
+    a scheduler task of overhead ``task_s``, handled one after another by the scheduler) and
+    ``chunks = 2^(d − inner)`` (one per prefix mask); a worker needs at least one chunk.  The
+    reduction depth is ``log2 chunks`` and the memory per shard is the kernel's (a few MiB,
+    whatever ``d``).
+    """
+    head = "| width d | masks | chunks | reduction depth | " + " | ".join(
+        f"{w} worker{'s' if w > 1 else ''}" for w in workers) + " |"
+    lines = [head, "|" + "---|" * (4 + len(workers))]
+    for d in widths:
+        chunks = 2 ** max(0, d - inner)
+        cells = []
+        for w in workers:
+            tasks = min(chunks, 4 * w)
+            t = 2**d / (rate * min(w, chunks)) + tasks * task_s
+            cells.append(_fmt_time(t))
+        lines.append(f"| {d} | {2**d:.3g} | {chunks} | {max(0, d - inner)} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt_time(t: float) -> str:
+    if t < 60:
+        return f"{t:.3g} s"
+    if t < 3600:
+        return f"{t / 60:.3g} min"
+    if t < 86400:
+        return f"{t / 3600:.3g} h"
+    return f"{t / 86400:.3g} days"
