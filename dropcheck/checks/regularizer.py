@@ -750,12 +750,12 @@ def _constant_ratio(failed: Sequence[CheckRow], alpha: float, m: int) -> str | N
     so_obs, _ = fmt_pair(c_obs, coef[0])
     if named is not None:
         so, sd = fmt_pair(named[1], coef[0])
-        lead = f"coefficient {so} = {named[0]}"
+        lead, implied = f"coefficient {so} = {named[0]}", f"observed {so_obs}, "
     else:
-        so, sd = so_obs, fmt_pair(c_obs, coef[0])[1]
-        lead = f"coefficient {so}"
-    return (f"{lead} instead of {coef[1]} = {sd}{at}: ratio {ratio:.3f} (implied coefficient "
-            f"{so_obs}, interval {lo:.4g}–{hi:.4g}) on every failed net")
+        sd = fmt_pair(c_obs, coef[0])[1]
+        lead, implied = f"coefficient {so_obs}", ""
+    return (f"{lead} instead of {coef[1]} = {sd}{at}: ratio {ratio:.3f} ({implied}interval "
+            f"{lo:.4g}–{hi:.4g} for the coefficient) on every failed net")
 
 
 def diagnose_regularizer(rows: Sequence[CheckRow], alpha: float) -> str | None:
