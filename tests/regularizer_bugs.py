@@ -13,7 +13,9 @@ Run as a script to measure the false-alarm rate of ``check_gradient_noise`` on c
 
 and, with ``--gradient``, that of the gradient check of ``check_explicit_regularizer`` on the
 correct sampled-label regularizer written for a training loop (:func:`act_r_hat`, REINFORCE
-term included), one report per seed with three nets and 128 calls each.
+term included), one report per seed with three nets and ``--calls`` calls each::
+
+    python -m tests.regularizer_bugs --gradient --seeds 200 --alpha 0.05 --calls 256 --no-retest
 """
 
 from __future__ import annotations
@@ -490,15 +492,16 @@ def act_r_hat(score: bool = True, coef: float | None = None) -> Callable[..., An
 
 # ----- false-alarm measurement ---------------------------------------------------------------
 
-def _gradient_main(seeds: int, alpha: float) -> None:  # pragma: no cover - run by hand
-    """False alarms of the stochastic gradient check (single stage, no re-test)."""
+def _gradient_main(seeds: int, alpha: float, calls: int,
+                   retest: bool) -> None:  # pragma: no cover - run by hand
+    """False alarms of the stochastic gradient check (three nets per report)."""
     from dropcheck.checks import check_explicit_regularizer
 
     t0 = time.perf_counter()
     fails, pvals, vals = 0, [], []
     for seed in range(seeds):
         r = check_explicit_regularizer(act_r_hat(), adapter="activations", stochastic=True,
-                                       calls=128, alpha=alpha, retest_failures=False,
+                                       calls=calls, alpha=alpha, retest_failures=retest,
                                        seed=seed)
         fails += not r.passed
         for row in r.rows:
@@ -507,7 +510,8 @@ def _gradient_main(seeds: int, alpha: float) -> None:  # pragma: no cover - run 
             print(f"  {seed + 1} seeds: {fails} reports failed; gradient p <= 0.05: "
                   f"{np.mean(np.array(pvals) <= 0.05):.4f}", flush=True)
     p, v = np.array(pvals), np.array(vals)
-    print(f"{fails} of {seeds} reports failed at alpha = {alpha:g}, single stage "
+    print(f"{fails} of {seeds} reports failed at alpha = {alpha:g}, {calls} calls, "
+          f"{'with the re-test' if retest else 'single stage'} "
           f"({time.perf_counter() - t0:.0f} s)")
     for name, a in (("gradient", p), ("value", v)):
         print(f"  {name:8s} {a.size:5d} p-values; fraction <= 0.001: {np.mean(a <= 0.001):.4f}, "
@@ -523,9 +527,10 @@ def _main() -> None:  # pragma: no cover - a measurement script, run by hand
     ap.add_argument("--no-retest", action="store_true")
     ap.add_argument("--gradient", action="store_true",
                     help="measure the regularizer gradient check instead (needs torch)")
+    ap.add_argument("--calls", type=int, default=128, help="calls per net (--gradient)")
     args = ap.parse_args()
     if args.gradient:
-        _gradient_main(args.seeds, args.alpha)
+        _gradient_main(args.seeds, args.alpha, args.calls, not args.no_retest)
         return
     cases = [c for c in numpy_noises() if c.diagnosis is None]
     t0 = time.perf_counter()

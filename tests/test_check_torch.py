@@ -156,7 +156,9 @@ def test_noise_targets_dropout_k_alg4_alg2():
     assert "Algorithm 2's explicit term (declare kind='alg2')" in report.diagnosis, str(report)
 
 
-def _tiny_lm():
+def _tiny_lm(mix=False):
+    """Embedding, dropout, decoder; ``mix`` lets each step see the earlier ones (a running sum
+    and tanh, like a recurrence: only then do locked and per-step masks differ)."""
     class LM(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -165,7 +167,8 @@ def _tiny_lm():
             self.dec = torch.nn.Linear(2, 4)
 
         def forward(self, x):
-            return self.dec(self.drop(self.enc(x)))
+            h = self.drop(self.enc(x))
+            return self.dec(torch.tanh(h.cumsum(1)) if mix else h)
 
     torch.manual_seed(0)
     return LM().double()
@@ -227,3 +230,41 @@ def test_worked_example_in_the_docs():
     ns: dict = {}
     exec(compile(block, "docs/checks.md", "exec"), ns)  # noqa: S102
     assert len(ns["checks"]) == 9
+
+
+def _r_approx_on_acts(per_step):
+    """``strength·R_approx`` with ``H_out = Σ_c p_c (e_c − p)(e_c − p)ᵀ`` per token, written in
+    torch on the site activations: the noise gradient per mask entry is
+    ``(a_c,tᵀ ∂F_t/∂h) ⊙ h``, summed over time for a locked mask, per element per step."""
+    def fn(acts, logits, targets, q):
+        p = logits.softmax(-1)  # (n, T, c)
+        n, T, c = p.shape
+        total = 0
+        for t in range(T):
+            for r in range(c):
+                a = p[:, t, r, None].sqrt() * (torch.eye(c, dtype=p.dtype)[r] - p[:, t])
+                f = (logits[:, t] * a.detach()).sum()
+                grads = torch.autograd.grad(f, list(acts.values()), create_graph=True)
+                for h, g in zip(acts.values(), grads, strict=True):
+                    u = g * h  # (n, T, d)
+                    total = total + ((u ** 2).sum((1, 2)) if per_step
+                                     else (u.sum(1) ** 2).sum(1))
+        return total * q / (2 * (1 - q))
+    return fn
+
+
+def test_per_step_and_locked_targets():
+    """A locked site on a sequence model: the locked regularizer passes the default target, the
+    per-step one passes ``mask="per_step"`` and is named under the locked default."""
+    lm = _tiny_lm(mix=True)
+    x = np.array([[0, 1, 2], [3, 2, 1], [1, 1, 0]])
+    y = np.roll(x, -1, axis=1)
+    model = dc.from_torch(lm, x, masks={"drop": "locked"})
+    kw = {"model": model, "data": (x, y), "adapter": "activations", "gradients": False}
+    assert check_explicit_regularizer(_r_approx_on_acts(False), **kw).passed
+    assert check_explicit_regularizer(_r_approx_on_acts(True), mask="per_step", **kw).passed
+    report = check_explicit_regularizer(_r_approx_on_acts(True), **kw)
+    assert "per-step regularizer under locked masks" in report.diagnosis, str(report)
+    report = check_explicit_regularizer(_r_approx_on_acts(False), mask="per_step", **kw)
+    assert "locked regularizer (one mask per sequence) where per-step masks are declared" in \
+        report.diagnosis, str(report)
