@@ -286,10 +286,13 @@ class WeightLists(Adapter):
     def call(self, fn: Callable[..., Any], pb: Problem, q: float, *, train: bool,  # noqa: D102
              rng: np.random.Generator, grads: bool = False) -> Any:
         conv = self.to_framework or (lambda a: a)
-        weights, biases = to_weight_lists(pb.net)
+        net = pb.net
+        if not isinstance(net, MLP):  # the checkers refuse this pairing before any call
+            raise CallFailed("weight lists need an MLP; use adapter='torch' or 'activations'")
+        weights, biases = to_weight_lists(net)
         args = ([conv(w) for w in weights], [conv(b) for b in biases], conv(pb.x.copy()),
                 conv(pb.y.copy()), q)
-        kw = self.keywords(fn, {"sites": pb.net.site_names, "activation": pb.net.activation,
+        kw = self.keywords(fn, {"sites": net.site_names, "activation": net.activation,
                                 "rng": rng})
         return call(lambda: fn(*args, **kw), who="fn", hint=self.hint)
 

@@ -281,7 +281,7 @@ def _approx_family(pb: Problem, q: float, form: str, includes_strength: bool, ma
     kinds += [(h, phrase[h], v) for h, v in vals.items() if h != declared]
     kinds.append(("identity/C", "identity Hessian divided by the number of classes (I/C in "
                                 f"place of H_out, C = {C})", vals["identity"] / C))
-    if mlp:
+    if isinstance(net, MLP):
         kinds.append(("h", "h not squared (weights h_k instead of h_k²)",
                       _h_not_squared(net, x, y)))
         kinds.append(("taylor", "full Hessian diagonal (R_taylor) instead of its Gauss–Newton "
@@ -335,7 +335,6 @@ def _reference(pb: Problem, q: float, form: str, includes_strength: bool, mask: 
     if form in _HESSIAN:
         return _approx_family(pb, q, form, includes_strength, mask, gradients)
     net, x, y = pb.net, pb.x, pb.y
-    mlp = isinstance(net, MLP)
     S = explicit.strength(q)
     ra = np.asarray(explicit.r_approx(net, x, y))
     rt = np.asarray(explicit.taylor(net, x, y, q))
@@ -364,7 +363,7 @@ def _reference(pb: Problem, q: float, form: str, includes_strength: bool, mask: 
              np.asarray(exact.explicit_regularizer(net, x, y, 1.0 - q))),
         *_site_alts(net, sites_rd, 1.0),
     ]
-    if mlp:
+    if isinstance(net, MLP):
         alts.append(_Alt("unscaled", "keep masks not scaled by 1/(1−q) (non-inverted dropout)",
                          _unscaled_masks(net, x, y, q, clean)))
     grad = None
@@ -498,7 +497,7 @@ def _exact_rows(fn: Callable, pb: Problem, q: float, ref: _Reference,
     except CallFailed as exc:
         return [CheckRow(pb.label, q, verdict=ERROR, detail=str(exc))]
     tol = setup.rtol if setup.rtol is not None else _rtol(dtype)
-    r = float(np.mean(ref.values)) if scalar else ref.values
+    r: Any = float(np.mean(ref.values)) if scalar else ref.values
     err = _rel(v, r)
     ok = err <= tol
     if scalar:
