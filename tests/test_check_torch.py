@@ -116,6 +116,16 @@ def test_declared_variants_pass_and_slips_are_named(kind, form, phrase):
         assert "true label used" in report.diagnosis, str(report)
 
 
+@pytest.mark.parametrize("examples", [6, 8])
+def test_float32_slip_is_named_whatever_the_batch_size(examples):
+    """The diagnosis tolerance is the observed precision: the true-label variant computed in
+    float32 is named at both batch sizes (the pass tolerance alone named it at one)."""
+    report = check_explicit_regularizer(_deterministic("float32"), adapter="activations",
+                                        examples=examples, gradients=False)
+    assert "true label used" in report.diagnosis, str(report)
+    assert "float32 arithmetic detected" in report.diagnosis, str(report)
+
+
 @pytest.mark.parametrize("shape", [(), (1,), (1, 1)])
 def test_scalar_shapes_and_graph_attached_values(shape):
     def fn(model, x, y, q):
