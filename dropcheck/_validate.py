@@ -28,7 +28,7 @@ from typing import Any
 
 def check_q(q: Any, name: str = "q") -> float:
     """Return ``q`` as a float after checking it is a drop probability in [0, 1)."""
-    if isinstance(q, str | bytes) or hasattr(q, "dtype") and getattr(q, "ndim", 0) != 0:
+    if isinstance(q, str | bytes | bool) or hasattr(q, "dtype") and getattr(q, "ndim", 0) != 0:
         raise TypeError(f"{name} must be a float drop probability in [0, 1), got {q!r}")
     try:
         qf = float(q)
