@@ -121,15 +121,15 @@ def accepts_old_signature(
             notes: list[tuple[str, str]] = []
             if len(args) < len(posonly) and any(n in kwargs for n in posonly[len(args):]):
                 # the old signatures took these by keyword too (``q=0.3``)
-                args = list(args)
+                moved = list(args)
                 for name in posonly[len(args):]:
                     if name not in kwargs:
                         break
                     notes.append((f"kw:{name}",
                                   f"passing {name!r} by keyword is deprecated; pass it "
                                   "positionally"))
-                    args.append(kwargs.pop(name))
-                args = tuple(args)
+                    moved.append(kwargs.pop(name))
+                args = tuple(moved)
             if len(args) > n_pos:
                 extra = args[n_pos:]
                 if len(extra) > len(positional):

@@ -200,7 +200,7 @@ def gradient_noise_cov(
     # estimate unbiased up to O(1/samples^2)
     mu = mean.value if V is None else mean.value @ V
     if isinstance(r, _np.random.SeedSequence):
-        ent = list(r.entropy) if isinstance(r.entropy, list | tuple) else [r.entropy]
+        ent: list[Any] = list(r.entropy) if isinstance(r.entropy, list | tuple) else [r.entropy]
         r = _np.random.default_rng(_np.random.SeedSequence([*ent, 1], spawn_key=r.spawn_key))
     m, se, single = _moments(
         model, x2, q, sites, samples, r,
