@@ -277,3 +277,14 @@ def test_seeded_quick_fit_is_deterministic():
     assert runs[0].train_loss[1:] == runs[1].train_loss[1:]
     assert runs[0].steps == [0, 3, 6]
     assert np.array_equal(runs[0].final.flatten_params(), runs[1].final.flatten_params())
+
+
+def test_digit_claims_skip_cleanly_without_scikit_learn(monkeypatch):
+    """Without the [data] extra the digits claims report a skip (no import error, no verdict)."""
+    from dropcheck.verification import experiments_real as xr
+    from dropcheck.verification._registry import Context
+
+    monkeypatch.setattr(xr, "_have_sklearn", lambda: False)
+    for fn in (xr.measure_x1d, xr.measure_x2d, xr.measure_x3d, xr.measure_x4d):
+        m = fn(Context(quick=True))
+        assert m.passed is None and m.figure.startswith("skipped: scikit-learn")

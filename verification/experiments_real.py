@@ -287,7 +287,7 @@ def _x1(get: Any, methods: list[Any], setting: str, lm: bool) -> tuple[str, dict
         verdict = "trend NOT SEEN — REVERSED (larger k generalizes better)"
     else:
         verdict = "trend NOT SEEN (no resolved difference)"
-    figure = (f"{verdict}: late valid loss "
+    figure = (f"{verdict}: late held-out loss "
               + ", ".join(f"{m.name} {_late_pm(get(m), lm)}" for m in methods)
               + f"; it {order} with k. Paired Δ vs {d1.name} (late / best, nats): "
               + "; ".join(f"{n} {_x._signed(d['late'])} / {_x._signed(d['best'])}"
@@ -317,7 +317,7 @@ def _x2(get: Any, d1: Any, dk: Any, injected: list[Any], setting: str, lm: bool
         f"{n}: Δ vs {d1.name} {_x._signed(r['vs_dropout_1'])}, vs {dk.name} "
         f"{_x._signed(r['vs_dropout_k'])} ({'recovers' if r['recovered'] else 'does not recover'}"
         f" {d1.name})" for n, r in res.items())
-        + ". Late valid loss: " + ", ".join(f"{m.name} {_late_pm(get(m), lm)}"
+        + ". Late held-out loss: " + ", ".join(f"{m.name} {_late_pm(get(m), lm)}"
                                             for m in [d1, dk, *injected]) + f" ({setting})")
     return figure, {"trend_seen": bool(seen), "gap": gap, "injected": res}
 
@@ -339,7 +339,7 @@ def _x3(get: Any, d1: Any, dk: Any, plain: Any, r_only: Any, r_xi: Any, extra: l
         + ("beats it (SEEN)" if beats else "does not beat it (NOT SEEN)")
         + "; Δ late vs " + d1.name + ": "
         + ", ".join(f"{n} {_x._signed(v)}" for n, v in others.items())
-        + ". Late valid loss: "
+        + ". Late held-out loss: "
         + ", ".join(f"{m.name} {_late_pm(get(m), lm)}"
                     for m in [plain, d1, dk, r_only, r_xi, *extra]) + f" ({setting})")
     return figure, {"replaces_dropout_within_2se": bool(replaces),
@@ -359,7 +359,7 @@ def _x4(gaps: dict[str, dict[str, Any]], setting: str) -> tuple[str, dict]:
     seen = shrinks and small["resolved"] and small["mean"] > 0
     figure = (f"trend {'SEEN' if seen else 'NOT SEEN'}: |gap| "
               f"{'shrinks' if shrinks else 'does NOT shrink'} with more data; {sign}. Gap "
-              "(late valid loss, nats): "
+              "(late held-out loss, nats): "
               + ", ".join(f"{n} {_x._signed(g)}" for n, g in gaps.items()) + f" ({setting})")
     return figure, {"trend_seen": bool(seen), "abs_gap_shrinks": bool(shrinks), "gaps": gaps}
 
