@@ -61,7 +61,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dropcheck._validate import check_positive_int
+from dropcheck._validate import check_positive_int, one_check_per_loop
 from dropcheck.backend import namespace
 from dropcheck.noise import check_mask_count as _noise_check_mask_count
 from dropcheck.noise import mask_chunk
@@ -292,6 +292,7 @@ def pairwise_sum(parts: Iterable[Any]) -> Any:
     return acc.total()
 
 
+@one_check_per_loop  # the inputs every chunk uses are checked once, not per chunk
 def reduce_chunks(
     fn: Callable[[Chunk], Any],
     total: int,
@@ -307,6 +308,7 @@ def reduce_chunks(
     return acc.total()
 
 
+@one_check_per_loop  # the inputs every chunk uses are checked once, not per chunk
 def gather_chunks(
     fn: Callable[[Chunk], Any],
     total: int,
@@ -409,6 +411,7 @@ def _ordered(executor: Executor | None) -> Executor:
     return ex
 
 
+@one_check_per_loop  # the inputs every chunk uses are checked once, not per chunk
 def sample_sums(
     draw: Callable[..., Any],
     samples: int,
@@ -490,6 +493,7 @@ def _sum0(a: Any) -> Any:
     return namespace(a).sum(a, axis=0)
 
 
+@one_check_per_loop  # the inputs every chunk uses are checked once, not per chunk
 def map_draws(
     fn: Callable[..., Any],
     draws: int,

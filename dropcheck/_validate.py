@@ -20,10 +20,13 @@ through :meth:`dropcheck.models.Model.check_x` / ``check_sites`` / ``check_y``):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import math
 import operator
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 
 def check_q(q: Any, name: str = "q") -> float:
@@ -155,3 +158,61 @@ def check_directions(directions: Any, xp: Any, n_params: int, name: str = "direc
     if V.ndim != 2 or V.shape[0] != n_params:
         raise ValueError(f"{name} must have shape ({n_params}, k), got {tuple(V.shape)}")
     return V
+
+
+# ----- inputs checked once per engine loop -----
+_T = TypeVar("_T")
+
+#: Inside :func:`checks_once`: the checks already run, ``(id(owner), id(array)) -> (owner, array,
+#: result)`` (the objects are held so that their ids cannot be reused while the scope lives).
+_ONCE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("dropcheck_checks_once",
+                                                                    default=None)
+
+
+@contextlib.contextmanager
+def checks_once() -> Iterator[None]:
+    """A scope in which each input array is validated once per model, not once per use.
+
+    The engine's chunk loops (:mod:`dropcheck._engine`) run inside one: every chunk traces the
+    same input ``x``, and each check of it (finite values, token ids in range) reads a reduction
+    back to the host — on a GPU a device → host copy and a synchronisation per chunk
+    (``tests/test_namespaces.py`` counts them).  The memory ends with the scope, so the next call
+    checks again (an array changed in place between two calls is caught).  Nested scopes share
+    the outermost one.
+    """
+    if _ONCE.get() is not None:
+        yield
+        return
+    token = _ONCE.set({})
+    try:
+        yield
+    finally:
+        _ONCE.reset(token)
+
+
+def one_check_per_loop(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """Run ``fn`` (an engine loop) inside :func:`checks_once`."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> _T:
+        with checks_once():
+            return fn(*args, **kwargs)
+
+    return run
+
+
+def check_once(owner: Any, a: Any, check: Callable[[], _T]) -> _T:
+    """``check()``, ``owner``'s validation of array ``a``, once per :func:`checks_once` scope.
+
+    Outside a scope it runs every time; inside, later calls return the first result.
+    """
+    memo = _ONCE.get()
+    if memo is None:
+        return check()
+    key = (id(owner), id(a))
+    hit = memo.get(key)
+    if hit is not None and hit[0] is owner and hit[1] is a:
+        return hit[2]
+    out = check()
+    memo[key] = (owner, a, out)
+    return out

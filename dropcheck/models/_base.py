@@ -58,9 +58,52 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from dropcheck._validate import check_array_kind, check_choice, check_finite, check_q
+import array_api_compat
+
+from dropcheck._validate import (
+    check_array_kind,
+    check_choice,
+    check_finite,
+    check_once,
+    check_q,
+)
 from dropcheck.backend import namespace
 from dropcheck.losses import Loss
+
+
+def namespace_of(xp: Any) -> Any:
+    """The array-API namespace for a namespace argument ``xp`` (None: numpy's).
+
+    A bare library module (``torch``, ``numpy``) is replaced by its array-api-compat wrapper,
+    so ``MLP.random(..., xp=torch)`` works like ``xp=array_api_compat.torch``.
+    """
+    if xp is None:
+        return namespace()
+    try:
+        return array_api_compat.array_namespace(xp.asarray(0.0))
+    except (AttributeError, TypeError) as e:
+        raise TypeError(f"xp must be an array namespace (numpy, torch, array_api_strict, …), "
+                        f"got {xp!r}: {e}") from None
+
+
+def _as_model_array(a: Any, xp: Any, name: str) -> Any:
+    """``xp.asarray(a)``, with a clear error naming ``name`` when it cannot be converted.
+
+    An array of another library than the model's (a torch tensor for a numpy model) is
+    converted when it can be; a tensor that requires grad cannot be (its gradient would be
+    lost silently), nor can an array on a device: both are a TypeError naming ``name``.
+    """
+    if getattr(a, "requires_grad", False):
+        raise TypeError(
+            f"{name} is a tensor that requires grad, but the model computes in {xp.__name__}: "
+            f"pass {name}.detach() (dropcheck's gradients are its own), or build the model "
+            f"in the tensor's library (dropcheck.from_torch)"
+        )
+    try:
+        return xp.asarray(a)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name} cannot be converted to an array of the model's namespace "
+                        f"{xp.__name__} ({type(a).__name__}): {e}") from None
 
 
 class Site(NamedTuple):
@@ -465,7 +508,15 @@ class Model:
         return sites
 
     def check_x(self, x: Any) -> tuple[Any, bool]:
-        """Return ``x`` as ``(n, d0)`` and whether it was a single example."""
+        """Return ``x`` as ``(n, d0)`` and whether it was a single example.
+
+        Checked once per engine loop (:func:`dropcheck._validate.checks_once`), not once per
+        chunk: each check reads a reduction back to the host (a GPU synchronisation).
+        """
+        return check_once(self, x, lambda: self._check_x(x))
+
+    def _check_x(self, x: Any) -> tuple[Any, bool]:
+        """The checks of :meth:`check_x` (a model overrides this one)."""
         xp = self.xp
         f16 = getattr(xp, "float16", None)
         if f16 is not None and self.dtype == f16:
@@ -473,7 +524,7 @@ class Model:
                 "the model's parameters are float16: dropcheck computes in float32 or float64 "
                 "(float16 overflows the losses' exponentials); build the model in float32"
             )
-        x = xp.asarray(x)
+        x = _as_model_array(x, xp, "x")
         check_array_kind(x, xp, "x")
         if x.ndim not in (1, 2) or x.shape[-1] != self.input_dim:
             raise ValueError(
@@ -484,7 +535,11 @@ class Model:
                 f"x holds no examples (shape {tuple(x.shape)}): every quantity is per example "
                 "or a mean over examples; pass at least one"
             )
-        if not xp.isdtype(x.dtype, "real floating"):
+        if not xp.isdtype(x.dtype, "real floating") or (
+            x.dtype != self.dtype and xp.result_type(x.dtype, self.dtype) == self.dtype
+        ):
+            # integers, and floats narrower than the model's (float32 x, float64 model), are
+            # promoted as numpy's own arithmetic would: torch refuses mixed-precision products
             x = xp.astype(x, self.dtype)
         check_finite(x, xp, "x")
         single = x.ndim == 1
@@ -492,6 +547,9 @@ class Model:
 
     def check_y(self, y: Any, n: int) -> Any:
         """Validate targets for ``n`` examples."""
+        if y is None:
+            raise TypeError("y must be an array of targets (labels or values), got None")
+        y = _as_model_array(y, self.xp, "y")
         return self.loss.check_targets(y, n, self.n_classes, self.xp)
 
     def check_noise(self, noise: Mapping[str, Any] | None, n: int) -> dict[str, Any]:

@@ -68,7 +68,15 @@ from typing import Any
 from dropcheck._validate import check_choice, check_finite
 from dropcheck.backend import asarray, default_dtype, make_rng, matmul, namespace
 from dropcheck.losses import CrossEntropy
-from dropcheck.models._base import MASKS, AffineFeed, Model, Site, Tangent, Trace
+from dropcheck.models._base import (
+    MASKS,
+    AffineFeed,
+    Model,
+    Site,
+    Tangent,
+    Trace,
+    namespace_of,
+)
 
 __all__ = ["LSTM", "TokenCrossEntropy", "MASKS"]
 
@@ -256,7 +264,7 @@ class LSTM(Model):
         if min([vocab, emb, *hs]) < 1:
             raise ValueError(f"sizes must be positive, got vocab={vocab}, emb={emb}, hidden={hs}")
         gen = make_rng(None if rng is not None else seed, rng)
-        xp = namespace(xp=xp)
+        xp = namespace_of(xp)
         dtype = default_dtype(xp) if dtype is None else dtype
 
         def u(shape: tuple[int, ...], a: float) -> Any:
@@ -314,8 +322,11 @@ class LSTM(Model):
         )
 
     # ----- inputs -----
-    def check_x(self, x: Any) -> tuple[Any, bool]:
-        """Check token ids ``(n, T)`` (or one sequence ``(T,)``) in ``[0, V)``; ``(x, single)``."""
+    def _check_x(self, x: Any) -> tuple[Any, bool]:
+        """Check token ids ``(n, T)`` (or one sequence ``(T,)``) in ``[0, V)``; ``(x, single)``.
+
+        :meth:`check_x` runs it once per engine loop (no device → host read per chunk).
+        """
         xp = self.xp
         x = xp.asarray(x)
         if x.ndim not in (1, 2) or x.shape[-1] < 1:
