@@ -82,8 +82,8 @@ def _namespace(backend: str) -> Any:
             import cupy  # noqa: F401
             from array_api_compat import cupy as xcp
         except ImportError:
-            raise ValueError("--backend cupy needs cupy and a CUDA device "
-                             "(pip install -e '.[gpu]')") from None
+            raise ValueError("--backend cupy needs cupy and a CUDA device (pip install -e "
+                             "'.[gpu-cuda12]' or '.[gpu-cuda13]', docs/gpu.md)") from None
         return xcp
     if backend == "torch":
         try:
