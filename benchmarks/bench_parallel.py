@@ -3,13 +3,17 @@
 One job — ``dc.exact.expected_loss`` of MLP [16, d, 10] (tanh, site h1 feeding the decoder),
 two examples, q = ½, sharded by mask index (:func:`dropcheck.parallel.split_decoder_loss`) —
 timed in the same run, alternating, on: the serial executor in this process; one spawned
-worker process; two; and a Dask ``LocalCluster`` with two single-threaded worker processes.
-Workers are started (and import dropcheck) before the timing.  Reported:
+worker process; two; and (a second phase, alternating with serial again) a Dask
+``LocalCluster`` with two single-threaded worker processes.  Workers are started (and import
+dropcheck) before the timing.  Reported:
 
 - ``1 process / 2 processes``: the time on one worker over the time on two (goal ≥ 1.8);
 - the Dask efficiency ``serial / (2 · LocalCluster(2))`` (goal ≥ 0.8);
-- per-worker throughput (masks · examples per second, serial), the input of the scale-out
-  table in docs/parallel.md.
+- per-worker throughput (masks · examples per second, serial), and per CPU second;
+- the *CPU efficiency* ``serial CPU time / total CPU time of the parallel run`` (this process
+  and its workers, user + system, by psutil): the parallel overhead in work, whatever share
+  of the cores the run was given — ``W ×`` it bounds the speed-up ``W`` idle cores can give.
+  The per-CPU-second throughput is the input of the scale-out table in docs/parallel.md.
 
 Every parallel result is checked bit-identical to the serial one.  The ratios need two idle
 cores: on a shared machine the load average (in the machine table) says how far they were.
@@ -45,6 +49,23 @@ def _job(d: int) -> tuple[Any, Any, Any]:
     return net, rng.standard_normal((2, 16)), rng.integers(0, 10, 2)
 
 
+def _cpu(fn: Any, pids: list[int]) -> float:
+    """CPU seconds (user + system) one ``fn()`` costs in this process and the processes
+    ``pids``: what the job costs on any machine, whatever share of the cores it was given."""
+    import time
+
+    import psutil
+
+    procs = [psutil.Process(p) for p in pids]
+
+    def now() -> float:
+        return time.process_time() + sum(sum(p.cpu_times()[:2]) for p in procs)
+
+    t0 = now()
+    fn()
+    return now() - t0
+
+
 def run(mode: str, repeats: int, threads: int | None = None) -> list[Row]:
     """Rows of benchmark 5 (``mode``: ``smoke``, ``quick`` or ``full``)."""
     from dask.distributed import Client, LocalCluster
@@ -57,33 +78,46 @@ def run(mode: str, repeats: int, threads: int | None = None) -> list[Row]:
         return dc.exact.expected_loss(net, x, y, 0.5, max_masks=2**d, executor=ex)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    serial = SerialExecutor()
+    ref = call(serial)
+    # two phases: an idle LocalCluster in this process slowed a spawned worker 3–5× on the
+    # shared machine (its event loop and heartbeats compete for the cores), so the process
+    # pools and the cluster are never alive together; each phase alternates with serial
+    with ProcessExecutor(1).warm() as p1, ProcessExecutor(2).warm() as p2:
+        same = all(np.array_equal(call(e), ref) for e in (p1, p2))
+        t = compare({"serial": lambda: call(serial), "1 process": lambda: call(p1),
+                     "2 processes": lambda: call(p2)}, repeats)
+        cpu = {"serial": _cpu(lambda: call(serial), []),
+               "2 processes": _cpu(lambda: call(p2), list(p2._pool._processes))}
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                            dashboard_address=":0")
     client = Client(cluster)
     try:
-        with ProcessExecutor(1).warm() as p1, ProcessExecutor(2).warm() as p2:
-            dk = DaskExecutor(client)
-            serial = SerialExecutor()
-            ref = call(serial)
-            same = all(np.array_equal(call(e), ref) for e in (p1, p2, dk))
-            t = compare({"serial": lambda: call(serial), "1 process": lambda: call(p1),
-                         "2 processes": lambda: call(p2), "dask 2": lambda: call(dk)},
-                        repeats)
+        dk = DaskExecutor(client)
+        same = same and bool(np.array_equal(call(dk), ref))
+        td = compare({"serial": lambda: call(serial), "dask 2": lambda: call(dk)}, repeats)
+        cpu["dask 2"] = _cpu(lambda: call(dk), list(client.run(os.getpid).values()))
     finally:
         client.close()
         cluster.close()
+    t["dask 2"], t["serial (dask phase)"] = td["dask 2"], td["serial"]
     common = {"width": d, "masks": masks, "bit_identical": same, "serial_s": t["serial"],
               "one_process_s": t["1 process"], "two_processes_s": t["2 processes"],
               "dask_two_s": t["dask 2"], "per_worker_masks_per_s": masks / t["serial"],
+              "serial_cpu_s": cpu["serial"], "per_core_masks_per_cpu_s": masks / cpu["serial"],
+              "two_processes_cpu_s": cpu["2 processes"], "dask_two_cpu_s": cpu["dask 2"],
               "load_average_at_start": load, "cores": os.cpu_count()}
     ratio = t["1 process"] / t["2 processes"]
-    eff = t["serial"] / (2 * t["dask 2"])
+    eff = t["serial (dask phase)"] / (2 * t["dask 2"])
     return [
         Row("parallel", f"decoder site, width {d}: 2 processes vs 1", t["2 processes"],
-            t["1 process"], ratio, {**common, "efficiency": ratio / 2},
+            t["1 process"], ratio, {**common, "efficiency": ratio / 2,
+                                    "cpu_efficiency": cpu["serial"] / cpu["2 processes"]},
             "" if same else "RESULTS DIFFER between executors"),
         Row("parallel", f"decoder site, width {d}: Dask LocalCluster(2) vs serial",
-            t["dask 2"], t["serial"], t["serial"] / t["dask 2"], {**common, "efficiency": eff},
+            t["dask 2"], t["serial (dask phase)"], t["serial (dask phase)"] / t["dask 2"],
+            {**common, "serial_s": t["serial (dask phase)"], "efficiency": eff,
+             "cpu_efficiency": cpu["serial"] / cpu["dask 2"]},
             "" if same else "RESULTS DIFFER between executors"),
     ]
 
