@@ -111,7 +111,10 @@ def ridge_penalty(W: Any, x: Any, q: float, /) -> Any:
         ``W`` and ``x``.
     """
     q = check_q(q)
-    xp = namespace(W, x)
+    try:
+        xp = namespace(W, x)
+    except TypeError as e:
+        raise TypeError(f"W and x must be arrays of one library: {e}") from None
     W, x = check_array(W, xp, "W"), check_array(x, xp, "x")
     if W.ndim not in (1, 2):
         raise ValueError(f"W must have shape (c, d) or (d,), got {tuple(W.shape)}")

@@ -104,6 +104,9 @@ def expectation(
     ``floats_per_mask`` (per example) sizes chunks to ``CHUNK_BYTES`` when ``chunk_size`` is
     None (:func:`dropcheck._engine.chunk_items`, at most ``2^16`` masks).
     """
+    if not callable(fn):
+        raise TypeError(f"fn must be a callable fn(trace, prob) -> tuple of partial sums, "
+                        f"got {type(fn).__name__} {fn!r:.60}")
     x2, _, names, qd = _setup(model, x, q, sites)
     max_masks = check_positive_int(max_masks, "max_masks")
     if chunk_size is None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 from dropcheck import exact
-from dropcheck._validate import check_q
+from dropcheck._validate import check_nonnegative, check_q
 from dropcheck.backend import matmul
 from dropcheck.losses import softmax
 from dropcheck.models._base import Trace
@@ -96,6 +96,7 @@ def logit_covariance(model: Linear, x: Any, variance: float, /) -> Any:
     inverted Bernoulli dropout (``v = q/(1−q)``) and Gaussian dropout alike.
     """
     xp = model.xp
+    variance = check_nonnegative(variance, "variance")
     x2, _ = model.check_x(x)
     W = model.params["W1"]
     return variance * matmul(W[None, :, :] * (x2 * x2)[:, None, :], W.T, xp)

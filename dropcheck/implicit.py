@@ -553,6 +553,26 @@ ExplicitFn = Callable[[Model, Any, Any], Any]
 ImplicitFn = Callable[[Model, Any, Any, Any], Any]
 
 
+def _callable_vector(model: Model, value: Any, name: str) -> Any:
+    """A user callable's return as a real finite ``(P,)`` array, else a clear error naming it.
+
+    A ``(P, 1)`` return would broadcast every parameter into a matrix, and a scalar onto every
+    parameter: only the documented flat ``(P,)`` shape is accepted (defect 8 of issue 18).
+    """
+    P = model.n_params
+    if value is None:
+        raise TypeError(f"{name} returned None; it must return a flat gradient of shape ({P},)")
+    try:
+        arr = check_array(value, model.xp, f"the value {name} returned")
+    except TypeError:
+        raise TypeError(f"{name} must return a flat gradient of shape ({P},) of real numbers, "
+                        f"got {type(value).__name__} {value!r:.60}") from None
+    if tuple(arr.shape) != (P,):
+        raise ValueError(f"{name} must return a flat gradient of shape ({P},) (the model's "
+                         f"parameters in flatten_params order), got shape {tuple(arr.shape)}")
+    return arr
+
+
 def _explicit_term(
     model: Model,
     x2: Any,
@@ -573,7 +593,7 @@ def _explicit_term(
                     f"across sites ({dict(qd)}): the default q/(2(1−q)) is per site"
                 )
             lam1 = strengths.pop()
-        return lam1 * model.xp.asarray(explicit(model, x2, y2))
+        return lam1 * _callable_vector(model, explicit(model, x2, y2), "the explicit callable")
     check_choice(explicit, ("approx",), "explicit")
     from dropcheck import explicit as _explicit  # the R_approx gradient (4.4), sibling module
 
@@ -648,7 +668,7 @@ def update_direction(
     if implicit is not None and lam2 != 0.0:
         gen = _rng(rng)
         if callable(implicit):
-            xi = xp.asarray(implicit(model, x2, y2, gen))
+            xi = _callable_vector(model, implicit(model, x2, y2, gen), "the implicit callable")
         else:
             kind = "bernoulli" if implicit == "approx" else "rademacher"
             eta = _sample(gen, model, qd, 1, x2.shape[0], kind)

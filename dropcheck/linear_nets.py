@@ -32,7 +32,7 @@ import math
 from typing import Any
 
 from dropcheck import classical
-from dropcheck._validate import check_positive_int, check_q
+from dropcheck._validate import check_array, check_positive_int, check_q
 from dropcheck.backend import namespace
 from dropcheck.models.mlp import MLP
 
@@ -41,8 +41,11 @@ __all__ = ["as_mlp", "isotropic_inputs", "dropout_regularizer", "min_regularizer
 
 
 def _check_uv(U: Any, V: Any) -> tuple[Any, Any, Any]:
-    xp = namespace(U, V)
-    U, V = xp.asarray(U), xp.asarray(V)
+    try:
+        xp = namespace(U, V)
+    except TypeError as e:
+        raise TypeError(f"U and V must be arrays of one library: {e}") from None
+    U, V = check_array(U, xp, "U"), check_array(V, xp, "V")
     if U.ndim != 2 or V.ndim != 2 or U.shape[1] != V.shape[1]:
         raise ValueError(f"U must be (d2, r) and V (d1, r) with the same r; got "
                          f"{tuple(U.shape)} and {tuple(V.shape)}")

@@ -7,7 +7,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402 (after the BLAS thread settings)
 import pytest  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 
 # "ci": bounded examples, no deadline (shared 2-core machines time erratically).
 settings.register_profile(
@@ -15,6 +15,18 @@ settings.register_profile(
     derandomize=True,
 )
 settings.register_profile("dev", max_examples=40, deadline=None)
+# the fuzz suite (tests/fuzz): a few adversarial cases per public function in CI; the long
+# profile on demand (DROPCHECK_FUZZ=long), its figures in docs/reliability.md
+settings.register_profile(
+    "fuzz-ci", max_examples=6, deadline=None, derandomize=True, database=None,
+    phases=(Phase.explicit, Phase.generate),  # no shrinking: a failing case is shown as drawn
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+settings.register_profile(
+    "fuzz-long", max_examples=400, deadline=None, derandomize=False, database=None,
+    phases=(Phase.explicit, Phase.generate),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

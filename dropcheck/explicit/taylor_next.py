@@ -87,6 +87,8 @@ def next_layer(
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a dropcheck MLP or Linear (the next layer of a site must "
                         f"be affine), got {type(model).__name__}")
+    if y is None:  # setup reads None as "no targets needed"; the loss's curvature needs them
+        raise TypeError("y must be the targets of x (labels (n,) for cross-entropy), got None")
     pb = setup(model, x, y, sites)
     qd = check_q_sites(q, pb.sites)
     xp = pb.xp

@@ -6,6 +6,7 @@ from typing import Any
 
 from dropcheck.backend import asarray, default_dtype, make_rng, namespace
 from dropcheck.losses import Loss
+from dropcheck.models._base import namespace_of
 from dropcheck.models.mlp import MLP
 
 __all__ = ["Linear"]
@@ -45,7 +46,7 @@ class Linear(MLP):
     ) -> Linear:
         """A random linear model, ``W ~ scale·N(0, 1/d)``, ``b ~ 0.1·N(0, 1)`` or zero."""
         gen = make_rng(None if rng is not None else seed, rng)
-        xp = namespace(xp=xp)
+        xp = namespace_of(xp)
         dtype = default_dtype(xp) if dtype is None else dtype
         W = asarray(scale * gen.standard_normal((c, d)) / d**0.5, xp, dtype)
         b = asarray(0.1 * gen.standard_normal(c), xp, dtype) if bias else None

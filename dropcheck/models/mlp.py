@@ -16,7 +16,7 @@ from dropcheck._validate import check_choice, check_finite
 from dropcheck.backend import asarray, default_dtype, make_rng, matmul, namespace
 from dropcheck.losses import Loss, get_loss
 from dropcheck.models._activations import ACTIVATIONS
-from dropcheck.models._base import AffineFeed, Model, Site, Tangent, Trace
+from dropcheck.models._base import AffineFeed, Model, Site, Tangent, Trace, namespace_of
 
 __all__ = ["MLP"]
 
@@ -133,7 +133,7 @@ class MLP(Model):
         if len(sizes) < 2 or any(int(s) != s or s < 1 for s in sizes):
             raise ValueError(f"sizes must be >= 2 positive integers, got {list(sizes)}")
         gen = make_rng(None if rng is not None else seed, rng)
-        xp = namespace(xp=xp)
+        xp = namespace_of(xp)
         dtype = default_dtype(xp) if dtype is None else dtype
         ws, bs = [], []
         for d_in, d_out in zip(sizes[:-1], sizes[1:], strict=True):
