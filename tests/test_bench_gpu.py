@@ -41,10 +41,10 @@ def test_smoke_mode_writes_a_cpu_labelled_report(tmp_path):
     assert [r["path"] for r in lstm["rows"]] == ["plain", "r_hat", "xi"]
     for r in lstm["rows"]:
         assert r["dropcheck_s_per_1k_tokens"] > 0 and r["torch_s_per_1k_tokens"] > 0
-        assert isinstance(r["goal_met"], bool)
+        assert "goal_met" not in r  # the goal is judged on a GPU at AWD size, not here
     text = md.read_text()
     assert "SMOKE run on the CPU (no GPU figure)" in text and "torch-cpu" in text
-    assert "| forward + backward" in text
+    assert "| forward + backward" in text and "no verdict (smoke)" in text
     # the results page: its GPU section says the GPU run is pending, and is replaced in place
     page = tmp_path / "benchmarks.md"
     page.write_text("# Benchmarks\n\nCPU tables.\n")
