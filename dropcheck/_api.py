@@ -103,7 +103,9 @@ def accepts_old_signature(
     old signature took positionally after the new positional-only ones (e.g.
     ``("rng", "draws")``); ``renamed`` maps old keyword names to new ones (e.g.
     ``{"draws": "samples", "seed": "rng"}``), applied after ``positional``.  Each old use warns
-    once.  Passing an argument both ways is a TypeError naming it.
+    once.  Passing an argument both ways is a TypeError naming it.  A first positional-only
+    parameter named ``model`` is checked to be a dropcheck model
+    (:func:`dropcheck._validate.check_model`).
     """
     renamed = dict(renamed or {})
 
@@ -115,6 +117,7 @@ def accepts_old_signature(
         qual = fn.__qualname__
         mod = fn.__module__.removeprefix("dropcheck.")
         posonly = [p.name for p in sig.parameters.values() if p.kind == p.POSITIONAL_ONLY]
+        takes_model = bool(posonly) and posonly[0] == "model"
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -156,6 +159,11 @@ def accepts_old_signature(
                     kwargs[new] = kwargs.pop(old)
             if notes:
                 _warn_once(qual, notes, f"{mod}.{qual}")
+            if takes_model and args:
+                # the validation layer's first check, for every decorated entry point
+                from dropcheck._validate import check_model
+
+                check_model(args[0])
             return fn(*args, **kwargs)
 
         wrapper.__old_signature__ = (tuple(positional), dict(renamed))  # type: ignore[attr-defined]

@@ -216,3 +216,19 @@ def check_once(owner: Any, a: Any, check: Callable[[], _T]) -> _T:
     out = check()
     memo[key] = (owner, a, out)
     return out
+
+
+def check_model(model: Any, name: str = "model") -> Any:
+    """Return ``model`` after checking it is a dropcheck model (the site protocol).
+
+    Anything else (a dict of weights, an array, a torch module not wrapped by
+    ``dropcheck.from_torch``) is a TypeError naming ``name`` and how to get a model.
+    """
+    from dropcheck.models._base import Model  # the protocol's base class (no import cycle)
+
+    if not isinstance(model, Model):
+        raise TypeError(
+            f"{name} must be a dropcheck model (dc.MLP, dc.Linear, dc.LSTM, dc.Functional, or "
+            f"dc.from_torch(module, ...) for a torch module); got {type(model).__name__}"
+        )
+    return model

@@ -26,6 +26,7 @@ import math
 from typing import Any
 
 from dropcheck import glm
+from dropcheck._api import accepts_old_signature
 from dropcheck._validate import check_q
 from dropcheck.backend import namespace
 from dropcheck.losses import softmax
@@ -54,6 +55,7 @@ def _unit(model: Linear) -> tuple[Any, Any]:
     return W[1, :] - W[0, :], b[1] - b[0]
 
 
+@accepts_old_signature()
 def unit_moments(model: Linear, x: Any, q: float, /) -> tuple[Any, Any]:
     """Mean ``μ`` and variance ``σ² = (q/(1−q)) Σ_j w_j² x_j²`` of ``s`` under dropout, ``(n,)``."""
     q = check_q(q)
@@ -77,6 +79,7 @@ def _gauss(fn: Any, mu: Any, var: Any, nodes: int) -> Any:
                                 nodes=nodes)
 
 
+@accepts_old_signature()
 def predictive_mean(model: Linear, x: Any, q: float, /, *, method: str = "probit",
                     nodes: int = 48) -> Any:
     """Fast-dropout ``E[σ(s)]``: ``method="gaussian"`` (exact Gaussian integral) or ``"probit"``."""
@@ -89,6 +92,7 @@ def predictive_mean(model: Linear, x: Any, q: float, /, *, method: str = "probit
     raise ValueError(f"method must be 'probit' or 'gaussian', got {method!r}")
 
 
+@accepts_old_signature()
 def expected_logistic_loss(model: Linear, x: Any, y: Any, q: float, /, *,
                            nodes: int = 48) -> Any:
     """Gaussian approximation of ``E[log(1 + e^s) − y s]`` (labels ``y ∈ {0, 1}``), ``(n,)``."""
@@ -102,6 +106,7 @@ def expected_logistic_loss(model: Linear, x: Any, y: Any, q: float, /, *,
     return _gauss(softplus, mu, var, nodes) - xp.astype(y, mu.dtype) * mu
 
 
+@accepts_old_signature()
 def softmax_predictive_mean(model: Linear, x: Any, q: float, /, *, nodes: int = 12) -> Any:
     r"""Fast-dropout ``E[softmax(z̃)]`` of a softmax layer: ``z̃ ~ N(Wx + b, δ W diag(x²) Wᵀ)``.
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from dropcheck import glm
+from dropcheck._api import accepts_old_signature
 from dropcheck._validate import check_q, check_q_sites
 from dropcheck.losses import softmax
 from dropcheck.models._base import Model
@@ -60,6 +61,7 @@ def _check(model: Any) -> Linear:
     return model
 
 
+@accepts_old_signature()
 def expected_loss(model: Linear, x: Any, y: Any, q: float, /, *, nodes: int = 24,
                   error: bool = False) -> Any:
     """``E_ε ℓ(W((1+ε)⊙x) + b, y)`` with ``ε ~ N(0, variance(q))``, per example ``(n,)``.
@@ -80,6 +82,7 @@ def expected_loss(model: Linear, x: Any, y: Any, q: float, /, *, nodes: int = 24
     return out
 
 
+@accepts_old_signature()
 def explicit_regularizer(model: Linear, x: Any, y: Any, q: float, /, *, nodes: int = 24,
                          error: bool = False) -> Any:
     """``R_gauss = E_ε ℓ − ℓ`` per example (``error=True``: with the quadrature error estimate)."""
@@ -94,6 +97,7 @@ def explicit_regularizer(model: Linear, x: Any, y: Any, q: float, /, *, nodes: i
     return (val, err) if error else val
 
 
+@accepts_old_signature()
 def third_order_gap(model: Linear, x: Any, q: float, /) -> Any:
     r"""Leading term of ``R_drop − R_gauss`` for softmax regression: ``(Eη³/6) Σ_k κ₃^p(u_k)``."""
     model = _check(model)
@@ -111,6 +115,7 @@ def third_order_gap(model: Linear, x: Any, q: float, /) -> Any:
     return out[0] if single else out
 
 
+@accepts_old_signature()
 def noise_expected_loss(model: Model, x: Any, y: Any, q: Any, /, *, sites: Any = None,
                         nodes: int = 6, error: bool = False) -> Any:
     r"""``E_ε ℓ(F(x, ε))`` with Gaussian dropout ``ε ~ N(0, q/(1−q))`` at ``sites``, any model.

@@ -37,6 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 from dropcheck import exact
+from dropcheck._api import accepts_old_signature
 from dropcheck._validate import check_nonnegative, check_q
 from dropcheck.backend import matmul
 from dropcheck.losses import softmax
@@ -59,6 +60,7 @@ def log_partition(z: Any, xp: Any) -> Any:
     return m[..., 0] + xp.log(xp.sum(xp.exp(z - m), axis=-1))
 
 
+@accepts_old_signature()
 def unlabeled_regularizer(model: Linear, x: Any, q: float, /) -> Any:
     """``E_m[A(z̃)] − A(z)`` by exact enumeration of the input masks, without labels: ``(n,)``.
 
@@ -79,6 +81,7 @@ def unlabeled_regularizer(model: Linear, x: Any, q: float, /) -> Any:
     return out[0] if single else out
 
 
+@accepts_old_signature()
 def natural_hessian(model: Linear, x: Any, /) -> Any:
     """``∇²A(z) = diag(p) − p pᵀ`` at the clean logits: ``(n, c, c)`` (the Fisher weights)."""
     _check_model(model, "natural_hessian")
@@ -89,6 +92,7 @@ def natural_hessian(model: Linear, x: Any, /) -> Any:
     return p[:, :, None] * eye - p[:, :, None] * p[:, None, :]
 
 
+@accepts_old_signature()
 def logit_covariance(model: Linear, x: Any, variance: float, /) -> Any:
     r"""``Cov(z̃) = v·W diag(x²) Wᵀ`` ``(n, c, c)`` for multiplicative input noise of variance ``v``.
 
@@ -102,6 +106,7 @@ def logit_covariance(model: Linear, x: Any, variance: float, /) -> Any:
     return variance * matmul(W[None, :, :] * (x2 * x2)[:, None, :], W.T, xp)
 
 
+@accepts_old_signature()
 def quadratic_regularizer(model: Linear, x: Any, q: float, /) -> Any:
     r"""Wager's quadratic regularizer ``½⟨∇²A(z), Cov(z̃)⟩`` per example, ``(n,)``."""
     q = check_q(q)
@@ -112,6 +117,7 @@ def quadratic_regularizer(model: Linear, x: Any, q: float, /) -> Any:
     return out[0] if single else out
 
 
+@accepts_old_signature()
 def fisher_ridge(model: Linear, x: Any, q: float, /) -> Any:
     r"""Fisher-scaled ridge ``(δ/2) Σ_j W_{:,j}ᵀ (Σ_i x_ij² ∇²A(z_i)) W_{:,j}``, a scalar.
 

@@ -32,6 +32,7 @@ import math
 from typing import Any
 
 from dropcheck import classical
+from dropcheck._api import accepts_old_signature
 from dropcheck._validate import check_array, check_positive_int, check_q
 from dropcheck.backend import namespace
 from dropcheck.models.mlp import MLP
@@ -133,6 +134,7 @@ def equalize(U: Any, V: Any) -> tuple[Any, Any]:
     return U0 @ Zx, V0 @ Zx
 
 
+@accepts_old_signature()
 def last_layer_regularizer(model: MLP, x: Any, q: float, /) -> Any:
     r"""``½ (q/(1−q)) Σ_j ‖W_{L,:,j}‖² h_j(x)²`` per example (Arora et al. 2021), ``(n,)``.
 

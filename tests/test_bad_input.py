@@ -97,3 +97,18 @@ def test_counts_and_generators(case):
         dc.montecarlo.expected_loss(net, x, y, 0.1, samples=4, rng="42")
     with pytest.raises(ValueError, match="rng: a seed must be a non-negative integer, got -1"):
         dc.montecarlo.expected_loss(net, x, y, 0.1, samples=4, rng=-1)
+
+
+def test_model_must_be_a_dropcheck_model(case):
+    """Every entry point's first check (the signature decorator): a non-model is a TypeError."""
+    _, x, y = case
+    from dropcheck import explicit, glm, implicit
+
+    for call in (lambda: dc.exact.expected_loss({"W1": np.ones((4, 3))}, x, y, 0.1),
+                 lambda: dc.montecarlo.expected_loss("net", x, y, 0.1, samples=4),
+                 lambda: explicit.r_approx(np.ones(3), x, y),
+                 lambda: implicit.xi_approx(None, x, y, 0.1),
+                 lambda: dc.classical.mc_dropout(3, x, 0.1, samples=4),
+                 lambda: glm.quadratic_regularizer("lin", x, 0.1)):
+        with pytest.raises(TypeError, match="model must be a dropcheck model .* got "):
+            call()

@@ -48,10 +48,6 @@ def test_fuzz_entry(name, data):
              label="valid input" if arg is None else f"{arg}={args[arg]!r:.80}")
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="not yet refused: an object that is no model reaches model.check_x "
-                          "(AttributeError); the check belongs in the one signature layer, "
-                          "dropcheck._api.accepts_old_signature (left to its owner)")
 def test_fuzz_non_model_object_refused():
     """``exact.expected_loss("net", x, y, q)`` must be a TypeError naming ``model``."""
     from dropcheck import exact
