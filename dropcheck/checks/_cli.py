@@ -68,7 +68,7 @@ def _load(target: str) -> Callable[..., Any]:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise ValueError(f"cannot import module {module_name!r}: {exc}") from exc
-    obj = module
+    obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ValueError(f"module {module_name!r} has no attribute {attr!r}")

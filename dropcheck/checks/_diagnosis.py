@@ -10,6 +10,7 @@ it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeGuard
 
 from dropcheck.checks._report import ERROR, FAIL, CheckRow, fmt_pair
 
@@ -77,7 +78,7 @@ def _scale_phrase(s: float, q: float, eval_scales: bool) -> tuple[str, str]:
     return "scale", f"kept values scaled by {so} instead of 1/(1-q) = {se}"
 
 
-def _failed(row: CheckRow | None) -> bool:
+def _failed(row: CheckRow | None) -> TypeGuard[CheckRow]:
     """Whether ``row`` exists and failed its check (an ERROR row is no evidence of a pattern)."""
     return row is not None and row.verdict == FAIL
 
@@ -112,7 +113,7 @@ def _grid_point(rows: dict[str, CheckRow], q: float, ndim: int,
     swap = _failed(rate) and abs(rate.info["rate"] - (1 - q)) < abs(rate.info["rate"] - q)
     eval_scale = ev.info["scale"] if _failed(ev) and ev.info["consistent"] else None
     eval_scales = eval_scale is not None and _close(eval_scale, 1 - q)
-    if swap:
+    if swap and rate is not None:
         found.append(("swap", f"q is the keep probability (drop rate {rate.info['rate']:.4g} "
                               f"at q = {q:g})"))
     train_unscaled = False

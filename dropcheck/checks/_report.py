@@ -52,13 +52,19 @@ class CheckRow:
         return self.verdict in (FAIL, ERROR)
 
 
+def _p_value(row: CheckRow) -> float:
+    # a test row always carries its p-value (an untestable one is an ERROR row)
+    assert row.p_value is not None, row.name
+    return row.p_value
+
+
 def apply_holm(rows: Sequence[CheckRow], alpha: float) -> list[CheckRow]:
     """Return ``rows`` with the test rows' thresholds and verdicts set by Holm at ``alpha``.
 
     Exact and error rows pass through unchanged; the family is all test rows given.
     """
     idx = [i for i, r in enumerate(rows) if r.is_test and r.verdict != ERROR]
-    thresholds, rejected = holm([rows[i].p_value for i in idx], alpha)
+    thresholds, rejected = holm([_p_value(rows[i]) for i in idx], alpha)
     out = list(rows)
     for i, thr, rej in zip(idx, thresholds, rejected, strict=True):
         out[i] = dataclasses.replace(rows[i], threshold=thr, verdict=FAIL if rej else PASS)

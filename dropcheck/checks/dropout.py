@@ -508,7 +508,7 @@ def check_dropout(
         if v in plans:
             rows += _train_rows(fn, v, x, plans[v], setup, exact=True)
         if eval_fn is not None or not train:
-            rows.append(_eval_row(eval_fn if train else fn, v, x, setup))
+            rows.append(_eval_row(eval_fn if train and eval_fn is not None else fn, v, x, setup))
         if vjp_fn is not None:
             rows += _vjp_rows(vjp_fn, v, x, g, setup)
     if zero is not None:

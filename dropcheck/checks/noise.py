@@ -555,7 +555,7 @@ def diagnose_noise(rows: Sequence[CheckRow], samples: str,
         elif kind == "mean":
             found.setdefault("mean", "noise not mean-zero" if samples == "noise" else
                              "mean of the gradients differs from the exact expected gradient")
-        elif kind in ("var", "cov") and (r.info["net"], r.q) not in scale:
+        elif kind in ("var", "cov") and r.q is not None and (r.info["net"], r.q) not in scale:
             ratio, sd, shape_ok = r.info["ratio"], r.info["ratio_sd"], r.info["shape_ok"]
             if not (shape_ok and abs(ratio - 1.0) <= 5 * sd + 0.01):
                 scale[(r.info["net"], r.q)] = (*_ratio_phrase(ratio, sd, r.q, shape_ok,

@@ -166,6 +166,7 @@ def r_approx_grad(
         _, through_f = model.backward(pb.tr, cot, params=True)  # (1, 1, n, P)
         part = xp.sum(through_t, axis=0)[0, ...] + through_f[0, 0, ...]
         total = part if total is None else total + part
+    assert total is not None  # check_sites refuses an empty site list
     if pb.single:
         return total[0, ...]
     return xp.mean(total, axis=0) if reduce else total
