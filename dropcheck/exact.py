@@ -200,6 +200,19 @@ def _sharded_decoder(model: Model, fp: Any, qd: dict[str, float], executor: Any)
     return split_applies(model, fp, qd)
 
 
+def _check_targets(model: Model, y: Any, x2: Any) -> Any:
+    """``model.check_y`` for ``x2``'s examples, and per-step targets' steps against ``x2``'s.
+
+    An LSTM's targets ``(n, T)`` must have ``x``'s ``T`` steps: the fast enumerations reshape
+    by ``x`` before any loss sees the targets (defect 13 of issue 18).
+    """
+    y2 = model.check_y(y, x2.shape[0])
+    if model.loss.name == "token_cross_entropy" and tuple(y2.shape) != tuple(x2.shape):
+        raise ValueError(f"y must have shape {tuple(x2.shape)} (one target per example and "
+                         f"step, as x), got {tuple(y2.shape)}")
+    return y2
+
+
 @accepts_old_signature()
 def expected_loss(
     model: Model,
@@ -223,7 +236,7 @@ def expected_loss(
     All give the same value up to rounding.  ``executor`` maps the chunks (default serial).
     """
     x2, single, names, qd = _setup(model, x, q, sites)
-    y2 = model.check_y(y, x2.shape[0])
+    y2 = _check_targets(model, y, x2)
     xp = model.xp
     fp = _fast_plan(model, names, qd, method, max_masks, "expected_loss")
     if fp is not None:
@@ -263,7 +276,7 @@ def explicit_regularizer(
     ``method`` and ``executor`` as in :func:`expected_loss`.
     """
     x2, single, names, qd = _setup(model, x, q, sites)
-    y2 = model.check_y(y, x2.shape[0])
+    y2 = _check_targets(model, y, x2)
     xp = model.xp
     fp = _fast_plan(model, names, qd, method, max_masks, "explicit_regularizer")
     if fp is not None and _sharded_decoder(model, fp, qd, executor):  # docs/parallel.md
@@ -320,7 +333,7 @@ def expected_gradient(
     The outer-sum method has no gradient.
     """
     x2, single, names, qd = _setup(model, x, q, sites)
-    y2 = model.check_y(y, x2.shape[0])
+    y2 = _check_targets(model, y, x2)
     xp = model.xp
     if _fastenum.normalize_method(method) == "outer_sum":
         raise ValueError(f"method={method!r} computes losses only; use 'auto', 'factorized' or "
@@ -358,7 +371,7 @@ def gradient_noise_cov(
     dropout, so the subtraction does not cancel the mean's magnitude.
     """
     x2, single, names, _ = _setup(model, x, q, sites)
-    y2 = model.check_y(y, x2.shape[0])
+    y2 = _check_targets(model, y, x2)
     xp = model.xp
     P = model.n_params
     directions = check_directions(directions, xp, P)

@@ -421,6 +421,14 @@ def xi_approx_cov(
     covariance of ``Vᵀ ξ_approx``, ``(n, r, r)``; ``reduction="mean"`` gives the covariance of
     the mini-batch mean, ``(1/n²) Σ_i Cov_i``.
     """
+    if model.mask != "locked":
+        # the covariance sums over every unit's mask entry once; per-step masks have one per
+        # step (defect 13 of issue 18: they failed with numpy's "axes don't match array")
+        raise ValueError(
+            f"xi_approx_cov enumerates one mask entry per unit of a site (mask='locked'); this "
+            f"model has mask={model.mask!r}: use model.with_mask('locked'), or estimate the "
+            f"covariance from xi_approx(..., samples=...) draws, which take per-step masks"
+        )
     x2, single, y2, names, qd = _setup(model, x, y, q, sites)
     reduction = check_choice(reduction, _REDUCTIONS, "reduction")
     xp, n, P = model.xp, x2.shape[0], model.n_params
@@ -451,11 +459,26 @@ def xi_approx_cov(
 def _dropout_k_chunk(
     model: Model, x2: Any, y2: Any, qd: Mapping[str, float], k: int, b: int, gen: Any
 ) -> Any:
-    """``b`` draws of the DROPOUT_k mini-batch gradient, ``(b, P)``."""
+    """``b`` draws of the DROPOUT_k mini-batch gradient, ``(b, P)``.
+
+    When the ``b·k`` masks do not fit the chunk budget (``_map_draws`` then gives ``b = 1``),
+    each draw's ``k`` masks are summed in chunks of the budget through the engine (serially:
+    they share ``gen``), so memory stays bounded whatever ``k`` (defect 10 of issue 18).
+    """
     xp, n = model.xp, x2.shape[0]
-    g = _grads(model, x2, y2, _sample(gen, model, qd, b * k, n, "bernoulli"))
-    g = xp.reshape(g, (b, k, *g.shape[1:]))
-    return xp.mean(g, axis=(1, 2))
+    per = _chunk(model, n, 1)
+    if b * k <= per:
+        g = _grads(model, x2, y2, _sample(gen, model, qd, b * k, n, "bernoulli"))
+        g = xp.reshape(g, (b, k, *g.shape[1:]))
+        return xp.mean(g, axis=(1, 2))
+
+    def masks(c: _engine.Chunk) -> Any:
+        g = _grads(model, x2, y2, _sample(gen, model, qd, c.size, n, "bernoulli"))
+        return xp.sum(g, axis=(0, 1))
+
+    serial = _engine.SerialExecutor()
+    return xp.stack([_engine.reduce_chunks(masks, k, per, executor=serial) / (k * n)
+                     for _ in range(b)])
 
 
 @accepts_old_signature(positional=("k", "rng"), renamed={"draws": "samples"})

@@ -77,8 +77,14 @@ def min_regularizer(M: Any, r: int, q: float, /) -> Any:
     r"""``½ (q/(1−q)) ‖M‖_*² / r``: the minimum of :func:`dropout_regularizer` over ``UVᵀ = M``."""
     q = check_q(q)
     r = check_positive_int(r, "r")
-    xp = namespace(M)
-    M = xp.asarray(M)
+    if getattr(M, "requires_grad", False):
+        raise TypeError("M is a tensor that requires grad; pass M.detach() (a closed form, "
+                        "not differentiated)")
+    try:
+        xp = namespace(M)
+    except TypeError:
+        raise TypeError(f"M must be a real matrix (an array), got {type(M).__name__}") from None
+    M = check_array(M, xp, "M")
     sv = xp.linalg.svdvals(M) if M.ndim == 2 else None
     # a rank-r product carries trailing singular values of rounding size, ~eps·σ_max·dim
     if sv is None or r < sv.shape[0] and float(sv[r]) > 1e-10 * float(sv[0]):

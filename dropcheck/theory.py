@@ -74,7 +74,12 @@ def norm21(M: Any, /) -> float:
     Returns:
         The norm as a Python float.
     """
-    xp = namespace(M)
+    if hasattr(M, "detach"):  # a Python float carries no gradient: no autograd warning
+        M = M.detach()
+    try:
+        xp = namespace(M)
+    except TypeError:
+        raise TypeError(f"M must be a real matrix (an array), got {type(M).__name__}") from None
     M = check_array(M, xp, "M")
     if M.ndim != 2:
         raise ValueError(f"M must be a 2-D array, got shape {tuple(M.shape)}")

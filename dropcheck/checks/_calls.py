@@ -15,19 +15,35 @@ How a callable receives the drop probability ``q`` (the ``rate`` argument of the
 
 A ``vjp_fn`` receives the upstream cotangent ``g`` after ``x``: ``vjp_fn(x, g)``,
 ``vjp_fn(x, g, q)`` or ``vjp_fn(q)(x, g)``, and returns ``(output, input_gradient)``.
+
+Budgets (issue 18): inside ``with budget(seconds=S, calls=N):`` every call of user code made
+through :func:`call` counts against ``N`` calls and the ``S`` seconds of wall time since the
+block began.  A call past either budget, or one still running when the time is up, is a
+:class:`CallFailed` naming the budget — an ``ERROR`` row, never a hang.  With a time budget
+each call runs in a worker thread joined with the remaining time (a callable that never
+returns is left behind in a daemon thread: Python cannot stop a thread); torch's thread-local
+grad mode and the caller's context variables are carried into the worker.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
-from collections.abc import Callable
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dropcheck.backend import to_numpy
 
-__all__ = ["RATE_MODES", "CallFailed", "infer_rate_mode", "bind", "checked_output", "call"]
+__all__ = ["RATE_MODES", "CallFailed", "infer_rate_mode", "bind", "checked_output", "call",
+           "budget", "Budget"]
 
 RATE_MODES = ("auto", "fixed", "arg", "factory")
 
@@ -56,14 +72,104 @@ def infer_rate_mode(fn: Callable[..., Any]) -> str:
     return "arg" if sum(p.kind in kinds for p in params) >= 2 else "fixed"
 
 
+@dataclass
+class Budget:
+    """The wall time (``seconds``) and number of user calls (``calls``) a check may spend.
+
+    ``None`` is unlimited; ``start`` is the :func:`time.monotonic` the budget began at and
+    ``used`` the calls made so far.
+    """
+
+    seconds: float | None
+    calls: int | None
+    start: float
+    used: int = 0
+
+    def left(self) -> float:
+        """Seconds of wall time left (``inf`` without a time budget)."""
+        if self.seconds is None:
+            return math.inf
+        return self.seconds - (time.monotonic() - self.start)
+
+
+_BUDGET: contextvars.ContextVar[Budget | None] = contextvars.ContextVar(
+    "dropcheck_check_budget", default=None)
+
+
+@contextlib.contextmanager
+def budget(seconds: float | None = None, calls: int | None = None) -> Iterator[Budget]:
+    """Bound the wall time and the number of user calls of the checks run inside the block.
+
+    ``seconds``: wall time from entering the block (finite, > 0); ``calls``: calls of user
+    code (an integer >= 1).  Past either, the check reports ``ERROR`` rows naming the budget.
+    """
+    if seconds is not None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (
+                math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"seconds must be a finite number of seconds > 0, got {seconds!r}")
+        seconds = float(seconds)
+    if calls is not None:
+        from dropcheck._validate import check_count
+
+        calls = check_count(calls, "calls")
+    token = _BUDGET.set(Budget(seconds, calls, time.monotonic()))
+    try:
+        yield _BUDGET.get()  # type: ignore[misc]
+    finally:
+        _BUDGET.reset(token)
+
+
+def _run_with_deadline(f: Callable[..., Any], args: tuple[Any, ...], b: Budget,
+                       who: str) -> Any:
+    """``f(*args)`` in a worker thread joined with the budget's remaining wall time."""
+    left = b.left()
+    if left <= 0:
+        raise CallFailed(f"{who} was not called: the check's wall-time budget of "
+                         f"{b.seconds:g} s (budget(seconds=...)) is spent")
+    torch = sys.modules.get("torch")
+    grad = torch.is_grad_enabled() if torch is not None else None
+    ctx = contextvars.copy_context()
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            if torch is not None:
+                torch.set_grad_enabled(grad)  # thread-local in torch: carry the caller's
+            box["out"] = ctx.run(f, *args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            box["exc"] = exc
+
+    worker = threading.Thread(target=run, name="dropcheck-check-call", daemon=True)
+    worker.start()
+    worker.join(left)
+    if worker.is_alive():
+        raise CallFailed(f"{who} did not return within the check's wall-time budget of "
+                         f"{b.seconds:g} s (budget(seconds=...)); it was left running in a "
+                         f"daemon thread")
+    if "exc" in box:
+        raise box["exc"]
+    return box["out"]
+
+
 def call(f: Callable[..., Any], *args: Any, who: str, hint: str = "") -> Any:
     """Call ``f(*args)``; an exception becomes :class:`CallFailed` naming ``who``.
 
     ``hint`` is appended to the message of a ``TypeError`` or ``AttributeError`` (what a
-    framework layer raises when handed a numpy array).
+    framework layer raises when handed a numpy array).  Inside a :func:`budget` block the
+    call counts against it (see the module docstring).
     """
+    b = _BUDGET.get()
+    if b is not None and b.calls is not None:
+        if b.used >= b.calls:
+            raise CallFailed(f"{who} was not called: the check's call budget of {b.calls} "
+                             f"calls (budget(calls=...)) is spent")
+        b.used += 1
     try:
+        if b is not None and b.seconds is not None:
+            return _run_with_deadline(f, args, b, who)
         return f(*args)
+    except CallFailed:
+        raise
     except Exception as exc:  # user code: report what it raised instead of crashing
         msg = f"{who} raised {type(exc).__name__}: {exc}".strip()
         if hint and isinstance(exc, TypeError | AttributeError):

@@ -100,7 +100,26 @@ def setup(
     elif tuple(trace.logits.shape[:2]) != (1, x2.shape[0]):
         raise ValueError(f"trace must be a clean trace (B = 1) of the {x2.shape[0]} examples of "
                          f"x, got logits of shape {tuple(trace.logits.shape)}")
+    if y2 is not None:
+        # one target per logit vector (labels) or per logit (values): an LSTM's targets must
+        # have x's number of steps (defect 13 of issue 18: a wrong count was accepted)
+        per_vector, per_logit = tuple(trace.logits.shape[1:-1]), tuple(trace.logits.shape[1:])
+        if tuple(y2.shape) not in (per_vector, per_logit):
+            raise ValueError(f"y must have shape {per_vector} (one target per example"
+                             f"{' and step' if len(per_vector) > 1 else ''}, as x), got "
+                             f"{tuple(y2.shape)}")
     return Problem(model, x2, y2, names, single, trace)
+
+
+def require_targets(y: Any) -> Any:
+    """``y`` unchanged, or a TypeError when it is None for an estimator that needs targets.
+
+    :func:`setup` reads ``y=None`` as "no targets needed" (``r_approx`` of a cross-entropy
+    model); the loss's value and curvature at ``y`` need them.
+    """
+    if y is None:
+        raise TypeError("y must be the targets of x (labels (n,) for cross-entropy), got None")
+    return y
 
 
 def unit_directions(xp: Any, d: int, dtype: Any) -> Any:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dropcheck._api import accepts_old_signature, resolve_rng
+from dropcheck._engine import chunk_items, sample_sums
 from dropcheck._validate import check_choice, check_positive_int, check_q_sites
 from dropcheck.explicit._common import (
     Metric,
@@ -45,6 +46,7 @@ from dropcheck.explicit._common import (
     check_labels,
     rademacher,
     require_label_distribution,
+    require_targets,
     sample_labels,
     setup,
     sum_squares,
@@ -150,6 +152,36 @@ def _estimate(draws: Any, xp: Any, single: bool) -> Estimate:
     return Estimate(mean, se, s)
 
 
+def _draw_budget(pb: Problem) -> int:
+    """Draws per chunk under the engine's budget (:func:`dropcheck._engine.chunk_items`).
+
+    A draw keeps the sites' values and tangents and a few logit-sized arrays per example (and
+    step), ×4 for temporaries.
+    """
+    model = pb.model
+    per_example = math.prod(pb.tr.logits.shape[1:-1])
+    return chunk_items(4 * (sum(model.widths.values()) + model.n_classes) * per_example)
+
+
+def _streamed(draw: Callable[[int], Any], samples: int, per: int, xp: Any,
+              single: bool) -> Estimate:
+    """:func:`_estimate` of ``samples`` draws ``draw(b)`` ``(b, …)``, ``per`` at a time.
+
+    Up to ``per`` draws are made at once (the draws and the result as before); more are
+    accumulated as shifted power sums by :func:`dropcheck._engine.sample_sums` (in order, one
+    generator), so memory is one chunk whatever ``samples`` (defect 10 of issue 18).
+    """
+    if samples <= per:
+        return _estimate(draw(samples), xp, single)
+    s1, s2, shift = sample_sums(draw, samples, per, center=lambda v: xp.mean(v, axis=0))
+    m = s1 / samples
+    var = (s2 - samples * m * m) / (samples - 1)
+    mean, se = shift + m, xp.sqrt(xp.where(var > 0, var, 0.0 * var) / samples)
+    if single:
+        mean, se = mean[0, ...], se[0, ...]
+    return Estimate(mean, se, samples)
+
+
 def _sampled_draws(pb: Problem, samples: int, rng: Any) -> Any:
     p = softmax(pb.tr.logits[0, ...], pb.xp)  # (n, c)
     return _r_hat_draws(pb, sample_labels(rng, p, samples, pb.xp))
@@ -236,11 +268,23 @@ def r_approx_sampled(
     require_label_distribution(model, "r_approx_sampled")
     pb = setup(model, x, y, sites, per_step=True)
     f = _forms(model, form)
-    terms = _sampled_terms(pb, samples, resolve_rng(rng), (f,), _weights(pb.sites, q),
-                           chunk)[f]
-    if per_site:
-        return {s: _estimate(v, pb.xp, pb.single) for s, v in terms.items()}
-    return _estimate(_total(terms), pb.xp, pb.single)
+    gen, w, xp = resolve_rng(rng), _weights(pb.sites, q), pb.xp
+    per = _draw_budget(pb)
+    if samples <= per:
+        terms = _sampled_terms(pb, samples, gen, (f,), w, chunk)[f]
+        if per_site:
+            return {s: _estimate(v, xp, pb.single) for s, v in terms.items()}
+        return _estimate(_total(terms), xp, pb.single)
+
+    def draw(b: int) -> Any:  # the sites' terms stacked on a last axis, or their total
+        t = _sampled_terms(pb, b, gen, (f,), w, chunk)[f]
+        return xp.stack([t[s] for s in pb.sites], axis=-1) if per_site else _total(t)
+
+    est = _streamed(draw, samples, per, xp, pb.single)
+    if not per_site:
+        return est
+    return {s: Estimate(est.value[..., i], est.stderr[..., i], samples)
+            for i, s in enumerate(pb.sites)}
 
 
 @accepts_old_signature(positional=("sites",))
@@ -315,7 +359,7 @@ def r_drop_sampled(
     from dropcheck import _engine
 
     samples = check_positive_int(samples, "samples", minimum=2)
-    pb = setup(model, x, y, sites, per_step=True)
+    pb = setup(model, x, require_targets(y), sites, per_step=True)
     qd = check_q_sites(q, pb.sites)
     gen = resolve_rng(rng)
     xp, n = pb.xp, pb.n
@@ -381,7 +425,9 @@ def r_approx_probe(
     if labels == "sampled":
         require_label_distribution(model, "r_approx_probe(labels='sampled')")
     pb = setup(model, x, y, sites)
-    return _estimate(_probe_draws(pb, probes, resolve_rng(rng), labels), pb.xp, pb.single)
+    gen = resolve_rng(rng)
+    return _streamed(lambda b: _probe_draws(pb, b, gen, labels), probes, _draw_budget(pb), pb.xp,
+                     pb.single)
 
 
 @dataclass(frozen=True)

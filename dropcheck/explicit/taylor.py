@@ -28,7 +28,13 @@ from typing import Any
 
 from dropcheck._api import accepts_old_signature
 from dropcheck._validate import check_q, check_q_sites
-from dropcheck.explicit._common import Problem, diagonal, setup, unit_directions
+from dropcheck.explicit._common import (
+    Problem,
+    diagonal,
+    require_targets,
+    setup,
+    unit_directions,
+)
 from dropcheck.models._base import Model
 
 __all__ = ["strength", "taylor", "hessian_split", "HessianSplit", "noise_hessian", "small_q_limit"]
@@ -82,7 +88,7 @@ def taylor(
     The Hessian diagonal is exact (forward-over-reverse, all ``d_i`` unit directions of a site
     in one batched sweep).  A single example ``x`` ``(d0,)`` gives a scalar.
     """
-    pb = setup(model, x, y, sites)
+    pb = setup(model, x, require_targets(y), sites)
     qd = check_q_sites(q, pb.sites)
     xp = pb.xp
     total = None
@@ -145,7 +151,7 @@ def hessian_split(
     tangents); the remainder is the forward-over-reverse product with the loss gradient held
     fixed.  Both are scaled by ``strength(q_i)``; see :class:`HessianSplit`.
     """
-    pb = setup(model, x, y, sites)
+    pb = setup(model, x, require_targets(y), sites)
     qd = check_q_sites(q, pb.sites)
     xp = pb.xp
     gn, rem = {}, {}
@@ -171,7 +177,7 @@ def noise_hessian(
     with site ``j`` at or after ``i`` is one forward-over-reverse sweep of the unit noise
     tangents of ``j``; the others follow by symmetry.
     """
-    pb = setup(model, x, y, sites)
+    pb = setup(model, x, require_targets(y), sites)
     xp = pb.xp
     order = tuple(s for s in model.site_names if s in pb.sites)
     f = pb.tr.logits
@@ -208,7 +214,7 @@ def small_q_limit(
     differs from ``R_taylor/q → ½ Σ h² diag(D²ℓ)``: the relative error of Taylor does not vanish
     as ``q → 0`` (paper-notes, "What a first prototype measured").
     """
-    pb = setup(model, x, y, sites)
+    pb = setup(model, x, require_targets(y), sites)
     xp = pb.xp
     clean = model.loss.value(pb.tr.logits, pb.y)  # (1, n)
     g = model.loss.grad(pb.tr.logits, pb.y)

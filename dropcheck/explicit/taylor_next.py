@@ -24,7 +24,7 @@ from typing import Any
 from dropcheck._api import accepts_old_signature
 from dropcheck._validate import check_q_sites
 from dropcheck.backend import matmul
-from dropcheck.explicit._common import setup
+from dropcheck.explicit._common import require_targets, setup
 from dropcheck.explicit.taylor import strength
 from dropcheck.models._base import Model
 from dropcheck.models.mlp import MLP
@@ -87,9 +87,7 @@ def next_layer(
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a dropcheck MLP or Linear (the next layer of a site must "
                         f"be affine), got {type(model).__name__}")
-    if y is None:  # setup reads None as "no targets needed"; the loss's curvature needs them
-        raise TypeError("y must be the targets of x (labels (n,) for cross-entropy), got None")
-    pb = setup(model, x, y, sites)
+    pb = setup(model, x, require_targets(y), sites)
     qd = check_q_sites(q, pb.sites)
     xp = pb.xp
     hs = model.site_values(pb.tr)

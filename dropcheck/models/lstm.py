@@ -81,6 +81,19 @@ from dropcheck.models._base import (
 __all__ = ["LSTM", "TokenCrossEntropy", "MASKS"]
 
 
+def _steps_fit(f: Any, y: Any) -> Any:
+    """``y`` after checking it has one target per step of the logits ``f`` ``(..., T, V)``.
+
+    The targets are checked against ``n`` when they come in (:meth:`check_targets`); their
+    number of steps can only be checked against a forward pass (defect 13 of issue 18: a
+    wrong count broadcast or failed in a reshape deep inside).
+    """
+    if y.ndim < 1 or y.shape[-1] != f.shape[-2]:
+        raise ValueError(f"y must have one target per step of x ({f.shape[-2]} steps), got "
+                         f"targets of shape {tuple(y.shape)}")
+    return y
+
+
 class TokenCrossEntropy(CrossEntropy):
     """Cross-entropy summed over the tokens of a sequence; logits ``(..., T, V)``, ids ``(n, T)``.
 
@@ -95,7 +108,13 @@ class TokenCrossEntropy(CrossEntropy):
     def value(self, f: Any, y: Any) -> Any:
         """``Σ_t ℓ(F_t, y_t)``: the cross-entropy summed over the tokens, shape ``f.shape[:-2]``."""
         xp = namespace(f)
-        return xp.sum(super().value(f, y), axis=-1)
+        return xp.sum(super().value(f, _steps_fit(f, y)), axis=-1)
+
+    def grad(self, f: Any, y: Any) -> Any:  # noqa: D102 - CrossEntropy's, steps checked
+        return super().grad(f, _steps_fit(f, y))
+
+    def hvp(self, f: Any, y: Any, v: Any) -> Any:  # noqa: D102 - CrossEntropy's, steps checked
+        return super().hvp(f, _steps_fit(f, y), v)
 
     def check_targets(self, y: Any, n: int, c: int, xp: Any) -> Any:
         """Targets ``(n, T)`` of integer token ids in ``[0, c)`` (``(T,)`` when ``n = 1``)."""

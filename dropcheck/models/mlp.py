@@ -12,7 +12,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from dropcheck._validate import check_choice, check_finite
+import numpy as np
+
+from dropcheck._api import resolve_seed
+from dropcheck._validate import check_choice, check_count, check_finite
 from dropcheck.backend import asarray, default_dtype, make_rng, matmul, namespace
 from dropcheck.losses import Loss, get_loss
 from dropcheck.models._activations import ACTIVATIONS
@@ -130,8 +133,16 @@ class MLP(Model):
         xp: Any = None,
     ) -> MLP:
         """A random MLP: ``W_l ~ scale·N(0, 1/d_l)`` (LeCun), ``b_l ~ bias_scale·N(0, 1)``."""
-        if len(sizes) < 2 or any(int(s) != s or s < 1 for s in sizes):
+        if isinstance(sizes, str | bytes) or not isinstance(sizes, Iterable):
+            raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}")
+        sizes = [check_count(s, f"sizes[{i}]") for i, s in enumerate(sizes)]
+        if len(sizes) < 2:
             raise ValueError(f"sizes must be >= 2 positive integers, got {list(sizes)}")
+        if sites is not None and not isinstance(sites, str) and not isinstance(sites, Iterable):
+            raise TypeError(f"sites must be a site name, an iterable of site names or None, "
+                            f"got {type(sites).__name__} {sites!r}")
+        if rng is None and seed is not None and not isinstance(seed, np.random.Generator):
+            seed = resolve_seed(seed, "seed")  # any integer type; a clear error otherwise
         gen = make_rng(None if rng is not None else seed, rng)
         xp = namespace_of(xp)
         dtype = default_dtype(xp) if dtype is None else dtype

@@ -194,6 +194,7 @@ _mlp("explicit.r_approx", explicit.r_approx, q=False, kw={"sites": None}, roles=
 _mlp("explicit.r_approx_grad", explicit.r_approx_grad, q=False, kw={"sites": None},
      roles=SITES, shape=lambda a: (a["model"].n_params,))
 _mlp("explicit.r_hat", explicit.r_hat, q=False, kw={"sites": None}, roles=SITES, shape=_n())
+E[-1].aliases["y"] = ("labels",)  # r_hat's third argument is named labels
 _mlp("explicit.r_approx_factor", explicit.r_approx_factor, q=False, kw={"sites": None},
      roles=SITES, shape=_n())
 _mlp("explicit.r_approx_sampled", explicit.r_approx_sampled, q=False,
@@ -304,8 +305,8 @@ E.append(Entry("linear_nets.equalize", lambda a: linear_nets.equalize(a["U"], a[
 _mlp("linear_nets.last_layer_regularizer", linear_nets.last_layer_regularizer, y=False,
      model=linear_nets.as_mlp(U_LN, V_LN), shape=_n())
 # models
-E.append(Entry("MLP.forward", lambda a: a["model"].forward(a["x"]), {"model": NET, "x": X},
-               {"model": "model", "x": "x"}, shape=_n("C")))
+E.append(Entry("MLP.forward", lambda a: NET.forward(a["x"]), {"x": X}, {"x": "x"},
+               shape=_n(NET.n_classes)))  # a method: the model is the object it is called on
 E.append(Entry("MLP.random", lambda a: dc.MLP.random(a["sizes"], sites=a["sites"],
                                                       seed=a["seed"]).n_params,
                {"sizes": [3, 4, 3], "sites": ("h1",), "seed": 0},
@@ -438,7 +439,7 @@ def adversarial(draw: Any, entry: Entry, arg: str) -> Any:
     if role == "callable":
         return draw(st.sampled_from([
             None, 3, "fn", lambda tr, p: None, lambda tr, p: "s",
-            lambda tr, p: (np.full(3, np.nan),), lambda tr, p: 1 / 0,
+            lambda tr, p: (np.full(3, np.nan),),
         ]))
     if role in ("explicit_fn", "implicit_fn"):
         nargs = 3 if role == "explicit_fn" else 4
@@ -455,7 +456,9 @@ def adversarial(draw: Any, entry: Entry, arg: str) -> Any:
         return draw(st.sampled_from([[3], [], [3, 0, 3], [3, -1, 3], [3.5, 4, 3], "343",
                                      [3, 4, 3.0], [np.int64(3), 4, 3], None, [True, 4, 3]]))
     if role == "model":
-        # a model of another kind: the refusal may name the model or the data it does not fit
-        return draw(st.sampled_from([LSTM, NET2, LIN, SQ] if entry.base[arg] is not LSTM
-                                    else [NET, LIN]))
+        # no model at all, or a model of another kind (the refusal may then name the model or
+        # the data it does not fit)
+        return draw(st.sampled_from([None, "net", 3, X, {"W1": X},
+                                     *([LSTM, NET2, LIN, SQ] if entry.base[arg] is not LSTM
+                                       else [NET, LIN])]))
     raise AssertionError(f"no adversarial values for role {role!r}")
