@@ -228,7 +228,7 @@ def _d_run(cfg: _DigitsConfig, method: _x._Method, seed: int, rep: int, n_train:
             rec["train"].append(_x._evaluate(net, xtr, ytr)[0])
         if t < cfg.steps:
             idx = batches[t]
-            net = _x._step(net, method, xtr[idx], ytr[idx], cfg, noise)  # type: ignore[arg-type]
+            net = _x._step(net, method, xtr[idx], ytr[idx], cfg, noise)
     return _x._Run(*(np.asarray(rec[k]) for k in ("steps", "loss", "acc", "train")), net)
 
 
@@ -426,17 +426,18 @@ def measure_x1r(ctx: Context) -> Measurement:
 
 
 def _lm_summary(ctx: Context, ms: list[Method]) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for m in ms:
         runs = _lm_runs(ctx, m)
-        out[m.name] = {w: dict(zip(("mean", "se"), _x._mean_se(_x._metric(runs, w)),
-                                   strict=True)) for w in ("late", "best")}
-        out[m.name]["best_ppl"] = math.exp(out[m.name]["best"]["mean"])
-        out[m.name]["late_ppl"] = math.exp(out[m.name]["late"]["mean"])
-        out[m.name]["seconds_per_run"] = float(np.mean(
+        e: dict[str, Any] = {w: dict(zip(("mean", "se"), _x._mean_se(_x._metric(runs, w)),
+                                         strict=True)) for w in ("late", "best")}
+        e["best_ppl"] = math.exp(e["best"]["mean"])
+        e["late_ppl"] = math.exp(e["late"]["mean"])
+        e["seconds_per_run"] = float(np.mean(
             [_lm_run(_lm_cfg(ctx), m, ctx.seed, r).seconds for r in range(len(runs))]))
-        out[m.name]["curve_steps"] = runs[0].steps
-        out[m.name]["curve_valid_loss_mean"] = np.mean([r.test_loss for r in runs], axis=0)
+        e["curve_steps"] = runs[0].steps
+        e["curve_valid_loss_mean"] = np.mean([r.test_loss for r in runs], axis=0)
+        out[m.name] = e
     return out
 
 

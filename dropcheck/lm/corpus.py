@@ -201,7 +201,8 @@ def detokenize(tokens: Iterable[str], level: str = "word") -> str:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     if level == "char":
         return "".join(tokens)
-    lines, cur = [], []
+    lines: list[str] = []
+    cur: list[str] = []
     for t in tokens:
         if t == EOS:
             lines.append(" ".join(cur))
@@ -354,7 +355,8 @@ def load_corpus(
             parts = _cut_ids(ids, split)
             if max_train_tokens is not None:
                 parts[0] = parts[0][:max_train_tokens]
-            return Corpus(*parts, vocab=None, vocab_size=int(vocab_size), source=source)
+            return Corpus(parts[0], parts[1], parts[2], vocab=None,
+                          vocab_size=int(vocab_size), source=source)
         else:
             texts = _cut_text(tokenize(read_text(p), level), split)
     if max_train_tokens is not None:
@@ -362,8 +364,8 @@ def load_corpus(
     if not texts[0]:
         raise ValueError(f"corpus {source!r}: the train split holds no tokens")
     voc = Vocabulary.build(texts[0], vocab_size, level)
-    return Corpus(*(voc.encode(t) for t in texts), vocab=voc, vocab_size=len(voc),
-                  source=source)
+    tr, va, te = (voc.encode(t) for t in texts)
+    return Corpus(tr, va, te, vocab=voc, vocab_size=len(voc), source=source)
 
 
 def _check_split(split: tuple[float, float]) -> tuple[float, float]:

@@ -115,7 +115,7 @@ class Method:
                 "r_tilde": "R~_approx", "r_tilde+xi_approx": "R~_approx+xi_approx"}[self.kind]
 
 
-def _samples_kw(fn: Any, n: int) -> dict[str, int]:
+def _samples_kw(fn: Any, n: int) -> dict[str, Any]:
     """``samples=n`` for the new estimator signature, ``draws=n`` for the old one.
 
     dropcheck/_api.py renames ``draws`` to ``samples`` with a deprecation cycle; asking the
