@@ -29,10 +29,11 @@ Monte-Carlo draws come in two stream modes.  *Sequential* (the default, when no 
 given): *one* generator consumed in chunk order (the streams every figure of ``dropcheck
 verify`` was produced with), so it needs an executor that runs chunks in order
 (``executor.in_order``).  *Keyed* (``streams=`` a ``numpy.random.SeedSequence``, which
-:func:`sample_sums` and :func:`map_draws` take whenever an executor is in effect): chunk ``c``
-draws from its own generator, child ``c`` of the root (``root.spawn(K)[c]``, built directly by
-:func:`chunk_generator`), so an estimate depends on the chunk size and the seed, never on the
-executor, the number of workers or the completion order.
+:func:`sample_sums` and :func:`map_draws` take whenever an executor is in effect): each block
+of :data:`DRAW_BLOCK` draws comes from its own generator, child ``j`` of the root
+(``root.spawn(K)[j]``, built directly by :func:`chunk_generator`; :func:`keyed_draws`), so an
+estimate depends on the seed only — not on the executor, the number of workers, the
+completion order, nor (but for rounding) the chunk size.
 
 Parallel executors (:mod:`dropcheck.parallel`: local processes, a Dask cluster) cut the chunks
 into *shards* of consecutive chunks; a worker reduces each aligned block of ``2^k`` chunks
@@ -79,6 +80,8 @@ __all__ = [
     "block_nodes",
     "chunk_generator",
     "keyed_root",
+    "keyed_draws",
+    "DRAW_BLOCK",
     "PairwiseSum",
     "pairwise_sum",
     "reduce_chunks",
@@ -399,6 +402,29 @@ def chunk_generator(root: Any, index: int) -> Any:
     return np.random.default_rng(child)
 
 
+#: Draws per keyed stream: draw ``t`` comes from stream ``t // DRAW_BLOCK``
+#: (:func:`keyed_draws`), so the draws do not depend on the chunk size.
+DRAW_BLOCK = 64
+
+
+def keyed_draws(draw: Callable[[int, Any], Any], root: Any, start: int, stop: int) -> Any:
+    """Draws ``start … stop−1`` of the keyed streams of ``root``, stacked on axis 0.
+
+    Draw ``t`` is row ``t mod B`` of ``draw(B, chunk_generator(root, t // B))`` with
+    ``B =`` :data:`DRAW_BLOCK`: every block of ``B`` draws comes from its own stream, generated
+    whole (a chunk that starts or ends inside a block computes that block and keeps its rows),
+    so a draw depends on the root and its index only — not on the chunk size, the executor or
+    the number of workers.
+    """
+    B = DRAW_BLOCK
+    parts = []
+    for blk in range(start // B, (stop - 1) // B + 1):
+        v = draw(B, chunk_generator(root, blk))
+        lo, hi = max(start, blk * B) - blk * B, min(stop, (blk + 1) * B) - blk * B
+        parts.append(v if (lo, hi) == (0, B) else v[lo:hi, ...])
+    return parts[0] if len(parts) == 1 else namespace(parts[0]).concat(parts, axis=0)
+
+
 def _ordered(executor: Executor | None) -> Executor:
     # sequential streams ignore a ``using(…)`` block: only an explicit executor is checked
     ex = _SERIAL if executor is None else get_executor(executor)
@@ -432,8 +458,9 @@ def sample_sums(
     are reduced by :class:`PairwiseSum`.  Returns ``(S_k for k in powers) [+ (shift,)]``.
 
     Keyed mode (``streams`` a root ``SeedSequence``, :func:`keyed_root`): ``draw(b, gen)``
-    gets chunk ``c``'s own generator (:func:`chunk_generator`), chunks run on any executor
-    (the first one here, for the shift), and the sums depend on no worker count.
+    is called per block of :data:`DRAW_BLOCK` draws with that block's generator
+    (:func:`keyed_draws`), chunks run on any executor (the first one here, for the shift), and
+    the sums depend on no worker count and, but for rounding, on no chunk size.
     """
     if streams is None:
         ex = _ordered(executor)
@@ -450,7 +477,7 @@ def sample_sums(
         total = pairwise_sum(ex.map(one, chunks(samples, chunk_size)))
         return (*total, state["shift"]) if center is not None else total
     parts = chunks(samples, chunk_size)
-    v0 = draw(parts[0].size, chunk_generator(streams, 0))
+    v0 = keyed_draws(draw, streams, parts[0].start, parts[0].stop)
     shift = None if center is None else center(v0)
     acc = PairwiseSum()
     acc.add(_power_sums(v0, powers, shift))
@@ -484,7 +511,7 @@ class _KeyedPowerSums:
     shift: Any
 
     def __call__(self, c: Chunk) -> tuple[Any, ...]:
-        v = self.draw(c.size, chunk_generator(self.root, c.index))
+        v = keyed_draws(self.draw, self.root, c.start, c.stop)
         return _power_sums(v, self.powers, self.shift)
 
 
@@ -507,12 +534,12 @@ def map_draws(
 
     ``fn`` consumes the caller's generator, so the chunks run in order; the result holds the
     ``draws`` samples in the order drawn.  Keyed mode (``streams`` a root ``SeedSequence``):
-    ``fn(b, gen)`` with chunk ``c``'s own generator (:func:`chunk_generator`), on any executor.
+    ``fn(b, gen)`` per block of draws (:func:`keyed_draws`), on any executor.
     """
     if streams is None:
         ex = _ordered(executor)
         parts = list(ex.map(lambda c: fn(c.size), chunks(draws, chunk_size)))
     else:
         parts = list(get_executor(executor).map(
-            lambda c: fn(c.size, chunk_generator(streams, c.index)), chunks(draws, chunk_size)))
+            lambda c: keyed_draws(fn, streams, c.start, c.stop), chunks(draws, chunk_size)))
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)

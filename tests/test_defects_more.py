@@ -166,10 +166,7 @@ def test_defect16_gradient_noise_cov_stderr_calibrated():
 
 
 # ----- defect 12: Monte-Carlo vs chunk_size with ≥ 2 sites -----------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "defect 12 open: the keyed streams of dropcheck._engine (used under an executor) are keyed "
-    "by chunk index, not by draw index, so an estimate still depends on chunk_size; per-draw "
-    "keys belong to the engine's owner (issue 14), not a second mechanism here"))
+# fixed by issue 14: keyed streams per block of _engine.DRAW_BLOCK draws (_engine.keyed_draws)
 def test_defect12_montecarlo_independent_of_chunk_size(case):
     """With two sites, expected_loss differed by 0.024 between chunk sizes, same seed: with
     draw streams keyed by draw index the draws, hence the estimate, must not depend on how

@@ -375,3 +375,25 @@ def test_a_wide_decoder_site_is_sharded_by_mask_index(monkeypatch, processes, da
     r_batched = dc.exact.explicit_regularizer(net, x, y, 0.4, method="batched")
     # R_drop is a difference of O(1) losses: absolute rounding a few eps
     np.testing.assert_allclose(r, r_batched, rtol=0, atol=1e-14)
+
+
+def test_keyed_draws_do_not_depend_on_the_chunking(problem):
+    # draw t is row t mod B of block t // B's stream: any cut of 0 … 299 gives the same rows
+    root = np.random.SeedSequence(3)
+
+    def draw(b, g):
+        return g.standard_normal((b, 2))
+
+    whole = _engine.keyed_draws(draw, root, 0, 300)
+    for size in (1, 7, 64, 100, 299):
+        cut = np.concatenate([_engine.keyed_draws(draw, root, s, min(300, s + size))
+                              for s in range(0, 300, size)])
+        assert np.array_equal(cut, whole), size
+    net, x, y = problem
+    est = [dc.montecarlo.expected_loss(net, x, y, 0.3, samples=300, chunk_size=c,
+                                       rng=np.random.default_rng(9), executor=SerialExecutor())
+           for c in (7, 64, 100, 300)]
+    # the same draws summed over different trees: rounding only (float64, O(1) losses)
+    for e in est[1:]:
+        np.testing.assert_allclose(e.value, est[0].value, rtol=1e-13)
+        np.testing.assert_allclose(e.stderr, est[0].stderr, rtol=1e-9)
