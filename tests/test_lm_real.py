@@ -288,3 +288,20 @@ def test_digit_claims_skip_cleanly_without_scikit_learn(monkeypatch):
     for fn in (xr.measure_x1d, xr.measure_x2d, xr.measure_x3d, xr.measure_x4d):
         m = fn(Context(quick=True))
         assert m.passed is None and m.figure.startswith("skipped: scikit-learn")
+
+
+def test_token_id_corpus_and_character_level(tmp_path, capsys):
+    """A token-id file is cut 90/5/5 in order with its ids kept; character level round-trips
+    the built-in text through its vocabulary (every character of it seen in train or <unk>)."""
+    ids = np.arange(2000) % 37
+    np.save(tmp_path / "ids.npy", ids)
+    c = load_corpus(tmp_path / "ids.npy", vocab_size=37)
+    assert c.vocab is None and c.vocab_size == 37
+    assert np.array_equal(np.concatenate([c.train, c.valid, c.test]), ids)
+    assert lm_cli.cli(["--corpus", str(tmp_path / "ids.npy"), "--vocab", "37", "--hidden", "4",
+                       "--emb", "4", "--batch", "2", "--bptt", "5", "--max-windows", "1",
+                       "--no-progress"]) == 0
+    assert "token ids" in capsys.readouterr().out
+    ch = load_corpus(None, level="char", vocab_size=1000)
+    text = "".join(ch.vocab.decode(ch.train[:500]))
+    assert text == builtin_text()[:500]
