@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -115,15 +114,6 @@ class Method:
                 "r_tilde": "R~_approx", "r_tilde+xi_approx": "R~_approx+xi_approx"}[self.kind]
 
 
-def _samples_kw(fn: Any, n: int) -> dict[str, Any]:
-    """``samples=n`` for the new estimator signature, ``draws=n`` for the old one.
-
-    dropcheck/_api.py renames ``draws`` to ``samples`` with a deprecation cycle; asking the
-    signature keeps this module free of the deprecated spelling on either side of the rename.
-    """
-    return {"samples" if "samples" in inspect.signature(fn).parameters else "draws": n}
-
-
 def _grad_sum(model: LSTM, tr: Any, y: Any) -> Any:
     """``∇_W Σ ℓ`` of a trace summed over sequences (and tokens), per draw ``(B, P)``."""
     return model.param_gradient(tr, model.loss.grad(tr.logits, y)[None, ...],
@@ -212,11 +202,11 @@ def direction(model: LSTM, x: Any, y: Any, method: Method, q: Mapping[str, float
         g = xp.mean(_grad_sum(model, model.trace(x, noise), y), axis=0)
         if k > 1 and kind == "dropout+xi_tilde":
             t = implicit.xi_tilde(model, x, y, q, rng=rng, reduction="sum",
-                                  **_samples_kw(implicit.xi_tilde, 1))
+                                  samples=1)
             g = g + math.sqrt(0.5 * (1.0 - 1.0 / k)) * t[0, ...]
         elif k > 1 and kind == "dropout+xi_approx":
             t = implicit.xi_approx(model, x, y, q, rng=rng, reduction="sum",
-                                   **_samples_kw(implicit.xi_approx, 1))
+                                   samples=1)
             g = g + math.sqrt(1.0 - 1.0 / k) * t[0, ...]
         return g / N
     g = _grad_sum(model, model.trace(x), y)[0, ...]
@@ -228,7 +218,7 @@ def direction(model: LSTM, x: Any, y: Any, method: Method, q: Mapping[str, float
         g = g + r_tilde_grad(model, x, y, q)
     if kind.endswith("+xi_approx"):  # λ₂ = 1: ξ_approx matches dropout's gradient noise
         t = implicit.xi_approx(model, x, y, q, rng=rng, reduction="sum",
-                               **_samples_kw(implicit.xi_approx, 1))
+                               samples=1)
         g = g + t[0, ...]
     return g / N
 
