@@ -397,3 +397,15 @@ def test_keyed_draws_do_not_depend_on_the_chunking(problem):
     for e in est[1:]:
         np.testing.assert_allclose(e.value, est[0].value, rtol=1e-13)
         np.testing.assert_allclose(e.stderr, est[0].stderr, rtol=1e-9)
+
+
+def test_verify_cli_with_jobs_writes_the_serial_report(tmp_path, capsys):
+    from dropcheck.cli import main
+
+    args = ["verify", "--quick", "--only", "K1,M1", "--no-progress", "--out", str(tmp_path)]
+    assert main([*args, "--json", str(tmp_path / "s.json")]) == 0
+    assert main([*args, "-j", "2", "--json", str(tmp_path / "p.json")]) == 0
+    assert _report(tmp_path / "p.json") == _report(tmp_path / "s.json")
+    capsys.readouterr()
+    assert main(["verify", "--only", "K1", "-j", "0"]) == 2
+    assert "workers must be a positive int" in capsys.readouterr().err
