@@ -171,6 +171,9 @@ class Executor:
         for v in self.map(fn, items):
             yield 0, v
 
+    def close(self) -> None:
+        """Release workers or connections (none here: the serial executor holds nothing)."""
+
 
 class SerialExecutor(Executor):
     """The default: a lazy loop in this process, one chunk alive at a time."""
