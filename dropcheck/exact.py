@@ -35,6 +35,7 @@ methods agree up to rounding (``tests/test_fastenum.py``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from dropcheck import _engine, _fastenum
@@ -113,9 +114,33 @@ def expectation(
         per = floats_per_mask or (sum(model.widths.values()) + model.n_classes) * 4
         chunk_size = _engine.chunk_items(per * x2.shape[0], cap=2**16)
     return replicated_expectation(
-        model, x2, q, 1, lambda traces, p: fn(traces[0], p), sites=names,
+        model, x2, q, 1, _SumsOf(fn), sites=names,
         max_masks=max_masks, chunk_size=chunk_size, what=what, executor=executor,
     )
+
+
+@dataclass(frozen=True)
+class _SumsOf:
+    """``fn(traces[0], prob)`` checked to be a tuple of real arrays (a picklable wrapper).
+
+    A user's ``fn`` that returns None or strings would otherwise fail deep in the reduction
+    or be summed as text (issue 18's fuzz campaign); what the sums mean is ``fn``'s business.
+    """
+
+    fn: Callable[[Trace, Any], tuple[Any, ...]]
+
+    def __call__(self, traces: list[Trace], prob: Any) -> tuple[Any, ...]:
+        out = self.fn(traces[0], prob)
+        if not isinstance(out, tuple) or not out:
+            raise TypeError(f"fn must return a non-empty tuple of partial-sum arrays, got "
+                            f"{type(out).__name__}")
+        for i, a in enumerate(out):
+            kind = getattr(getattr(a, "dtype", None), "kind", None)
+            ok = kind in tuple("fiub") if kind is not None else hasattr(a, "shape")
+            if not ok and not isinstance(a, int | float):
+                raise TypeError(f"fn must return real partial sums; element {i} is "
+                                f"{type(a).__name__} {getattr(a, 'dtype', '')}")
+        return out
 
 
 @accepts_old_signature()

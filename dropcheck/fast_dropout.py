@@ -112,6 +112,7 @@ def softmax_predictive_mean(model: Linear, x: Any, q: float, /, *, nodes: int = 
 
     Tensor Gauss–Hermite over the ``c`` logits (``nodes^c`` points per example); ``(n, c)``.
     """
+    glm._check_model(model, "softmax_predictive_mean")  # the logits must be affine in x
     q = check_q(q)
     xp = model.xp
     x2, _ = model.check_x(x)

@@ -29,7 +29,7 @@ from typing import Any
 
 from dropcheck import glm
 from dropcheck._api import accepts_old_signature
-from dropcheck._validate import check_q, check_q_sites
+from dropcheck._validate import check_count, check_q, check_q_sites
 from dropcheck.losses import softmax
 from dropcheck.models._base import Model
 from dropcheck.models.linear import Linear
@@ -132,6 +132,7 @@ def noise_expected_loss(model: Model, x: Any, y: Any, q: Any, /, *, sites: Any =
     qd = check_q_sites(q, names)
     widths = [model.widths[s] for s in names]
     xp = model.xp
+    nodes = check_count(nodes, "nodes")
 
     def rule(k: int) -> Any:
         count = k ** sum(widths)

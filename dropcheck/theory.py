@@ -98,7 +98,14 @@ def _real(v: Any, name: str) -> float:
 
 def _check_inputs(W: Any, X: Any, Y: Any, B: Any, delta: Any) -> tuple[Any, Any, Any, Any]:
     """Validate the arguments of :func:`theorem41`; return ``(xp, W, X, Y)`` as arrays."""
-    xp = namespace(W, X)
+    for name, a in (("W", W), ("X", X)):
+        if isinstance(a, list | tuple | str | bytes) or a is None:
+            raise TypeError(f"{name} must be an array (of one library with the other), got "
+                            f"{type(a).__name__}")
+    try:
+        xp = namespace(W, X)
+    except TypeError as e:
+        raise TypeError(f"W and X must be arrays of one library: {e}") from None
     W, X = xp.asarray(W), xp.asarray(X)
     for name, a in (("W", W), ("X", X)):
         if a.ndim != 2:

@@ -23,7 +23,7 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 settings.register_profile(
-    "fuzz-long", max_examples=400, deadline=None, derandomize=False, database=None,
+    "fuzz-long", max_examples=1000, deadline=None, derandomize=False, database=None,
     phases=(Phase.explicit, Phase.generate),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

@@ -169,7 +169,8 @@ _mlp("exact.gradient_noise_cov", exact.gradient_noise_cov,
 _mlp("exact.dropout_k_cov", exact.dropout_k_cov, kw={"k": 2, "sites": None},
      roles={"k": "count", "sites": "sites"}, shape=lambda a: (a["model"].n_params,) * 2)
 _mlp("exact.expectation", lambda m, x, q, fn, **kw: exact.expectation(m, x, q, fn, **kw)[0],
-     y=False, kw={"fn": _sum_logits}, roles={"fn": "callable"}, shape=_n("C"))
+     y=False, kw={"fn": _sum_logits}, roles={"fn": "callable"},
+     shape=lambda a: (N, a["model"].n_classes) if a["fn"] is _sum_logits else None)  # fn's own
 # montecarlo
 for _f in ("expected_loss", "explicit_regularizer"):
     _mlp(f"montecarlo.{_f}", getattr(montecarlo, _f),
@@ -186,7 +187,7 @@ _mlp("montecarlo.gradient_noise_cov", montecarlo.gradient_noise_cov,
 _mlp("explicit.taylor", explicit.taylor, kw={"sites": None}, roles=SITES, shape=_n())
 _mlp("explicit.next_layer", explicit.next_layer, kw={"sites": None}, roles=SITES, shape=_n())
 _mlp("explicit.hessian_split", explicit.hessian_split, kw={"sites": None}, roles=SITES,
-     primary=lambda r: r.gauss_newton["h1"], shape=_n())
+     primary=lambda r: next(iter(r.gauss_newton.values())), shape=_n())
 _mlp("explicit.small_q_limit", explicit.small_q_limit, q=False, kw={"sites": None},
      roles=SITES, shape=_n())
 _mlp("explicit.r_approx", explicit.r_approx, q=False, kw={"sites": None}, roles=SITES,
