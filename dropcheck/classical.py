@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from dropcheck._api import accepts_old_signature, resolve_rng
-from dropcheck._engine import chunk_items, sample_sums
+from dropcheck._engine import chunk_items, keyed_root, sample_sums
 from dropcheck._validate import (
     check_array,
     check_choice,
@@ -403,17 +403,18 @@ def mc_dropout(
         chunk_size = chunk_items(2 * _floats_per_mask(model) * n, cap=T)
     chunk_size = check_positive_int(chunk_size, "chunk_size")
 
-    def draw(b: int) -> Any:
+    def draw(b: int, g: Any) -> Any:
         eta = {
-            s: sample_eta(gen, (b, n, model.widths[s]), qd[s], xp=xp, dtype=model.dtype)
+            s: sample_eta(g, (b, n, model.widths[s]), qd[s], xp=xp, dtype=model.dtype)
             for s in names
         }
         tr = model.trace(x2, eta)
         return softmax(_logits(model, tr, qd, convention), xp)  # (b, n, c)
 
     # the power sums of v = s − shift, shift the first chunk's mean (the engine's reduction)
+    # keyed streams: the passes do not depend on chunk_size (issue 18, defect 12)
     *sums, shift = sample_sums(draw, T, chunk_size, powers=(1, 2, 3, 4),
-                               center=lambda v: xp.mean(v, axis=0))
+                               center=lambda v: xp.mean(v, axis=0), streams=keyed_root(None, gen))
     a1, a2, a3, a4 = (t / T for t in sums)  # raw moments of v = s − shift
     mean = shift + a1
     if T == 1:

@@ -5,11 +5,10 @@ sites) from the caller's generator and returns an :class:`Estimate`: the value a
 error (the sample standard deviation over ``sqrt(samples)``).  Sums are taken around a shift
 (the value without dropout) so the variance does not suffer cancellation.
 
-With an executor (``executor=``, or a ``dropcheck.parallel.using(…)`` block) the draws use
-keyed streams: chunk ``c`` draws from child ``c`` of a root ``SeedSequence`` (``rng`` as a
-seed, or entropy drawn from ``rng`` when it is a generator), so the estimate is the same on any
-executor and any number of workers (it differs from the executor-less default, whose one
-generator runs in chunk order).
+Draws use keyed streams: draw ``t`` comes from block ``t // DRAW_BLOCK``'s child of a root
+``SeedSequence`` (``rng`` as a seed, or entropy drawn from ``rng`` when it is a generator), so
+the estimate is the same for any ``chunk_size``, on any executor (``executor=``, or a
+``dropcheck.parallel.using(…)`` block) and any number of workers.
 
 ``rng`` is an int seed, a ``numpy.random.SeedSequence``, a generator, or None for the fixed
 default seed (:data:`dropcheck._api.DEFAULT_SEED`); ``seed=`` is its deprecated alias.
@@ -94,12 +93,11 @@ def _moments(
         }
         return fn(model.trace(x2, noise)) - shift
 
-    ex = active_executor(executor)
-    if ex is None:
-        s1, s2 = sample_sums(draw, samples, chunk_size)
-    else:  # keyed streams: the same draws on any executor
-        root = keyed_root(r) if isinstance(r, _np.random.SeedSequence) else keyed_root(None, r)
-        s1, s2 = sample_sums(draw, samples, chunk_size, executor=ex, streams=root)
+    # keyed streams (draw t from block t // DRAW_BLOCK): the same draws for any chunk size and
+    # any executor (issue 18, defect 12)
+    root = keyed_root(r) if isinstance(r, _np.random.SeedSequence) else keyed_root(None, r)
+    s1, s2 = sample_sums(draw, samples, chunk_size, executor=active_executor(executor),
+                         streams=root)
     mean = s1 / samples
     var = (s2 - samples * mean * mean) / (samples - 1)
     var = xp.where(var > 0, var, 0.0 * var)
@@ -269,12 +267,9 @@ def gradient_noise_cov(
             xp.reshape(d2[..., :, None] * d2[..., None, :], flat),
         ], axis=-1)
 
-    ex = active_executor(executor)
-    if ex is None:
-        (S,) = sample_sums(draw, samples, chunk_size, powers=(1,))
-    else:  # keyed streams: the same draws on any executor
-        root = keyed_root(r) if isinstance(r, _np.random.SeedSequence) else keyed_root(None, r)
-        (S,) = sample_sums(draw, samples, chunk_size, powers=(1,), executor=ex, streams=root)
+    root = keyed_root(r) if isinstance(r, _np.random.SeedSequence) else keyed_root(None, r)
+    (S,) = sample_sums(draw, samples, chunk_size, powers=(1,), executor=active_executor(executor),
+                       streams=root)
     cov, var = _cov_sums_from(S, k, samples, xp)
     se = xp.sqrt(xp.where(var > 0, var, 0.0 * var))
     return _est(cov, se, single, samples)

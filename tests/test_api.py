@@ -116,11 +116,11 @@ def test_old_seed_maps_to_rng_with_the_same_stream(fresh_warnings, case):
     with pytest.warns(DeprecationWarning, match="'seed' is deprecated; use rng="):
         old = dc.montecarlo.gradient_noise_cov(net, x, y, 0.3, samples=9, seed=7)
     np.testing.assert_array_equal(old.value, new.value)
-    # the stream of seed s is numpy's default_rng(s), as before the rename: the first pass of
-    # gradient_noise_cov is expected_gradient's, which draws h-site noise in chunk order
+    # every seed form of 7 is one root SeedSequence(7) of the keyed streams
     a = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=9, rng=7)
-    b = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=9, rng=np.random.default_rng(7))
-    np.testing.assert_array_equal(a.value, b.value)
+    for same in (np.int64(7), np.random.SeedSequence(7)):
+        b = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=9, rng=same)
+        np.testing.assert_array_equal(a.value, b.value)
 
 
 def test_old_probes_maps_to_samples(fresh_warnings, case):

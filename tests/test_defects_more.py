@@ -177,6 +177,13 @@ def test_defect12_montecarlo_independent_of_chunk_size(case):
     a, b = (montecarlo.expected_loss(net, x, y, 0.3, samples=64, rng=5, chunk_size=c,
                                      executor=SerialExecutor()).value for c in (7, 16))
     np.testing.assert_allclose(a, b, rtol=1e-12)
+    # the default path (no executor) and mc_dropout use the same keyed streams
+    a, b = (montecarlo.expected_loss(net, x, y, 0.3, samples=100, rng=5, chunk_size=c).value
+            for c in (7, 16))
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+    a, b = (dc.classical.mc_dropout(net, x, 0.3, samples=100, rng=5, chunk_size=c).mean
+            for c in (7, 16))
+    np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
 # ----- defect 13: LSTM shapes -----------------------------------------------------------------

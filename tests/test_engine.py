@@ -183,11 +183,12 @@ def test_executor_hook_gives_bit_identical_results():
         dc.exact.expected_loss(net, x, y, 0.3, executor=object())
 
 
-def test_sampling_needs_an_in_order_executor_and_keeps_the_stream():
+def test_sequential_sampling_needs_an_in_order_executor_and_keyed_streams_are_documented():
     with pytest.raises(ValueError, match="one generator consumed in chunk order"):
         _engine.map_draws(lambda b: np.zeros((b, 1)), 10, 3, np, executor=_Shuffled())
-    # one site: the stream (b, n, d) in C order is the same whatever the chunking, so the
-    # estimates agree to rounding (sums regrouped), and the draws are those of one call
+    # keyed streams: draw t is row t mod 64 of block t // 64, each block from its own child of
+    # SeedSequence(rng); so the estimates agree across chunk sizes to rounding (sums regrouped),
+    # and the draws are those of the documented streams (one block here: 50 < 64)
     net = dc.MLP.random([3, 4, 3], sites="h1", seed=3)
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal((2, 3)), rng.integers(0, 3, 2)
@@ -196,7 +197,8 @@ def test_sampling_needs_an_in_order_executor_and_keeps_the_stream():
         got = dc.montecarlo.expected_loss(net, x, y, 0.3, samples=50, rng=5, chunk_size=chunk)
         assert_close(got.value, ref.value, rtol=1e-13, atol=1e-14)
         assert_close(got.stderr, ref.stderr, rtol=1e-10, atol=1e-14)  # a difference of sums
-    eta = dc.noise.sample_eta(np.random.default_rng(5), (50, 2, 4), 0.3)
+    block = np.random.default_rng(np.random.SeedSequence(5, spawn_key=(0,)))
+    eta = dc.noise.sample_eta(block, (64, 2, 4), 0.3)[:50]
     direct = np.mean(net.loss_value(x, y, {"h1": eta}), axis=0)
     assert_close(ref.value, direct, rtol=1e-13, atol=1e-14)
     draws = _engine.map_draws(lambda b: np.arange(b)[:, None] * 1.0, 10, 4, np)

@@ -490,32 +490,33 @@ def _ridge_variance_q(orig: Any) -> Any:
     return ridge_penalty
 
 
-class _OneMask:
-    """A generator that repeats its first draw along the leading (pass) axis: one mask for all."""
-
-    def __init__(self, gen: Any) -> None:
-        self.gen = gen
-        self.first: Any = None
-
-    def random(self, shape: Any) -> Any:
-        import numpy as np
-
-        if self.first is None or self.first.shape != tuple(shape[1:]):
-            self.first = self.gen.random(tuple(shape[1:]))
-        return np.broadcast_to(self.first, tuple(shape)).copy()
-
-
 def _mc_one_mask(orig: Any) -> Any:
-    """MC dropout whose T passes share one mask (its mean and variance cannot converge)."""
+    """MC dropout whose T passes share one mask (its mean and variance cannot converge).
+
+    The mask sampler that ``mc_dropout`` calls is swapped, for the call, for one that draws the
+    first pass's mask and repeats it for every later pass (whatever stream each block of passes
+    comes from).
+    """
 
     def mc_dropout(*args: Any, **kwargs: Any) -> Any:
-        from dropcheck.backend import make_rng
+        import numpy as np
 
-        a = _bind(orig, args, kwargs)
-        rng = a.get("rng")
-        gen = rng if hasattr(rng, "random") else make_rng(rng)
-        a["rng"] = _OneMask(gen)
-        return _call(orig, a)
+        import dropcheck.classical as cl
+
+        real = cl.sample_eta
+        first: dict[Any, Any] = {}
+
+        def one_mask(gen: Any, shape: Any, q: Any, **kw: Any) -> Any:
+            key = (tuple(shape[1:]), q)
+            if key not in first:
+                first[key] = real(gen, (1, *shape[1:]), q, **kw)
+            return np.broadcast_to(first[key], tuple(shape)).copy()
+
+        cl.sample_eta = one_mask
+        try:
+            return orig(*args, **kwargs)
+        finally:
+            cl.sample_eta = real
 
     return mc_dropout
 
