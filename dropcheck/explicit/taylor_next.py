@@ -26,34 +26,40 @@ from dropcheck._validate import check_q_sites
 from dropcheck.backend import matmul
 from dropcheck.explicit._common import require_targets, setup
 from dropcheck.explicit.taylor import strength
-from dropcheck.models._base import Model
+from dropcheck.models._base import AffineFeed, Model
 from dropcheck.models.mlp import MLP
 
 __all__ = ["next_layer", "tail_network"]
 
 
-def tail_network(model: MLP, site: str) -> MLP | None:
+def _feed(model: Model, site: str) -> AffineFeed:
+    """The affine map ``site`` feeds (the protocol's capability), or a TypeError naming it."""
+    feed = model.affine_feed(site)
+    if feed is None or feed.tokens:
+        raise TypeError(
+            f"next_layer needs a site that feeds an affine map z = W h + b followed by an "
+            f"activation and affine layers (Model.affine_feed); site {site!r} of "
+            f"{type(model).__name__} does not declare one"
+        )
+    return feed
+
+
+def tail_network(model: Model, site: str) -> MLP | None:
     """``F_{i+1}``: the map from the pre-activation after ``site`` to the logits, as an MLP.
 
-    Its first layer is the identity (``z ↦ z``, then the activation), followed by the model's
-    layers after the next one; its only site is its input ``"x"``.  ``None`` when the next
-    pre-activation is the logits (the site feeds the decoder: ``F_{i+1}`` is the identity).
+    Built from the site's :meth:`~dropcheck.models.Model.affine_feed`: its first layer is the
+    identity (``z ↦ z``, then the activation), followed by the layers after the next one; its
+    only site is its input ``"x"``.  ``None`` when the next pre-activation is the logits (the
+    site feeds the decoder: ``F_{i+1}`` is the identity).
     """
-    layer = dict(zip(model.site_names, _site_layers(model), strict=True))[site]
-    if layer + 1 == model.n_layers:
+    feed = _feed(model, site)
+    if feed.activation is None:  # the decoder: z is the logits
         return None
     xp = model.xp
-    width = model.sizes[layer + 1]
-    ws = [xp.eye(width, dtype=model.dtype)]
-    bs = [xp.zeros((width,), dtype=model.dtype)]
-    for j in range(layer + 2, model.n_layers + 1):
-        ws.append(model.params[f"W{j}"])
-        bs.append(model.params[f"b{j}"])
-    return MLP(ws, bs, model.activation, ("x",), model.loss)
-
-
-def _site_layers(model: MLP) -> list[int]:
-    return [0 if s == "x" else int(s[1:]) for s in model.site_names]
+    width = feed.W.shape[0]
+    ws = [xp.eye(width, dtype=model.dtype), *(W for W, _ in feed.following)]
+    bs = [xp.zeros((width,), dtype=model.dtype), *(b for _, b in feed.following)]
+    return MLP(ws, bs, feed.activation, ("x",), model.loss)
 
 
 @accepts_old_signature(positional=("sites",))
@@ -72,7 +78,7 @@ def next_layer(
               (W_{:,k} h_{ik})^\top D^2_z(\ell\circ F_{i+1})\, (W_{:,k} h_{ik})
 
     Args:
-        model: an :class:`~dropcheck.MLP` (or :class:`~dropcheck.Linear`).
+        model: a model whose sites feed affine maps (``affine_feed``: MLP, Linear).
         x: inputs ``(n, d0)`` or ``(d0,)``.
         y: targets (labels ``(n,)`` for cross-entropy).
         q: drop probability, float or dict ``site -> q``.
@@ -82,20 +88,16 @@ def next_layer(
         ``(n,)`` (a scalar for one example), in the model's namespace.
 
     Raises:
-        TypeError: if ``model`` is not an MLP (the next layer must be an affine map).
+        TypeError: if a site does not feed an affine map (``Model.affine_feed``).
     """
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be a dropcheck MLP or Linear (the next layer of a site must "
-                        f"be affine), got {type(model).__name__}")
     pb = setup(model, x, require_targets(y), sites)
     qd = check_q_sites(q, pb.sites)
     xp = pb.xp
     hs = model.site_values(pb.tr)
-    layer_of = dict(zip(model.site_names, _site_layers(model), strict=True))
     total = None
     for s in pb.sites:
-        layer = layer_of[s]
-        W, b = model.params[f"W{layer + 1}"], model.params[f"b{layer + 1}"]
+        feed = _feed(model, s)
+        W, b = feed.W, feed.b
         h = hs[s][0, ...]  # (n, d_i), the clean value
         # directions v_k = W_{:,k} h_k, one per unit: (d_i, 1, n, d_{i+1})
         v = xp.permute_dims(h, (1, 0))[:, None, :, None] * xp.permute_dims(W, (1, 0))[:, None,
