@@ -5,8 +5,10 @@ reproduce its bits exactly (``np.array_equal``, no tolerance), because the reduc
 keyed by chunk index and the workers return its nodes.  The sums are over values whose
 grouping changes the rounding (magnitudes spread over ten orders), so a wrong grouping is
 caught: :func:`test_the_tree_is_sensitive_to_grouping` shows a plain left-to-right sum differs.
-Workers are spawned processes and a Dask ``LocalCluster`` with 2 workers, built once per
-module (a few seconds); every case is small.
+Workers are spawned processes and a Dask ``LocalCluster`` with 2 workers started by
+``DaskExecutor.local`` (the recommended allocator environment), built once per module (a few
+seconds); every case is small.  Two more clusters start: one whose worker is killed, and one
+of a single worker in Dask's default environment, for the warning about it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -25,14 +28,22 @@ import pytest
 import dropcheck as dc
 from dropcheck import _engine
 from dropcheck.parallel import (
+    WORKER_ENVIRON,
     DaskExecutor,
     ProcessExecutor,
     SchedulerUnreachableError,
     SerialExecutor,
+    WorkerEnvironmentWarning,
+    _allocator_environ,
+    _environ_restored,
     _Sharded,
+    _slow_allocator,
     from_options,
     using,
 )
+
+#: this process's allocator settings before any cluster started (DaskExecutor.local restores them)
+_ENV_AT_IMPORT = {k: os.environ.get(k) for k in WORKER_ENVIRON}
 
 
 def _value(c: _engine.Chunk) -> np.ndarray:
@@ -68,16 +79,15 @@ def processes():
 
 
 @pytest.fixture(scope="module")
-def dask_client():
+def dask_local():
     pytest.importorskip("distributed")
-    from dask.distributed import Client, LocalCluster
+    with DaskExecutor.local(2) as ex:
+        yield ex
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=":0")
-    client = Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
+
+@pytest.fixture(scope="module")
+def dask_client(dask_local):
+    return dask_local.client
 
 
 @pytest.fixture(scope="module")
@@ -141,11 +151,72 @@ def test_processes_give_the_serial_bits(problem, processes):
         assert np.array_equal(call(processes), call(None)), name
 
 
-def test_dask_gives_the_serial_bits(problem, dask_client):
+def test_dask_gives_the_serial_bits(problem, dask_local, dask_client):
     for shard in (None, 1, 4):
         ex = DaskExecutor(dask_client, shard_chunks=shard)
         for name, call in _calls(*problem).items():
             assert np.array_equal(call(ex), call(None)), (name, shard)
+    for name, call in _calls(*problem).items():  # the executor local() returned, as it is
+        assert np.array_equal(call(dask_local), call(None)), name
+
+
+def test_local_workers_start_with_the_worker_environ(dask_local):
+    # glibc reads these at a process's start: a worker must have had them from its spawn
+    envs = dask_local.client.run(_allocator_environ)
+    assert len(envs) == 2
+    for env in envs.values():
+        assert {k: env[k] for k in WORKER_ENVIRON} == WORKER_ENVIRON
+    # Dask's nanny writes them into this process's os.environ to spawn; local() restores it
+    assert {k: os.environ.get(k) for k in WORKER_ENVIRON} == _ENV_AT_IMPORT
+    assert WORKER_ENVIRON == {"MALLOC_TRIM_THRESHOLD_": str(2**27),
+                              "MALLOC_MMAP_THRESHOLD_": str(2**25)}
+
+
+def test_no_warning_with_the_recommended_environ_and_none_when_the_query_fails(
+        problem, dask_client, monkeypatch):
+    net, x, y = problem
+    ref = dc.exact.expected_loss(net, x, y, 0.3, method="batched", chunk_size=16)
+    ex = DaskExecutor(dask_client)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WorkerEnvironmentWarning)
+        got = dc.exact.expected_loss(net, x, y, 0.3, method="batched", chunk_size=16,
+                                     executor=ex)
+    assert ex._environ_checked  # the workers were asked, and their answer was fine
+    assert np.array_equal(got, ref)
+
+    def unreachable(*args, **kwargs):
+        raise OSError("no os.environ for you")
+
+    failing = DaskExecutor(dask_client)
+    monkeypatch.setattr(dask_client, "run", unreachable)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = dc.exact.expected_loss(net, x, y, 0.3, method="batched", chunk_size=16,
+                                     executor=failing)
+    assert np.array_equal(got, ref) and failing._environ_checked  # asked once, then skipped
+
+
+def test_which_worker_environments_are_slow():
+    glibc = "glibc 2.36"
+    answers = {
+        "dask default": {"libc": glibc, "MALLOC_TRIM_THRESHOLD_": "65536",
+                         "MALLOC_MMAP_THRESHOLD_": None},
+        "hex": {"libc": glibc, "MALLOC_TRIM_THRESHOLD_": "0x10000",
+                "MALLOC_MMAP_THRESHOLD_": None},
+        "recommended": {"libc": glibc, **WORKER_ENVIRON},
+        "mmap set": {"libc": glibc, "MALLOC_TRIM_THRESHOLD_": "65536",
+                     "MALLOC_MMAP_THRESHOLD_": "1048576"},
+        "1 MiB trim": {"libc": glibc, "MALLOC_TRIM_THRESHOLD_": str(2**20),
+                       "MALLOC_MMAP_THRESHOLD_": None},
+        "nothing set": {"libc": glibc, "MALLOC_TRIM_THRESHOLD_": None,
+                        "MALLOC_MMAP_THRESHOLD_": None},
+        "musl or macOS": {"libc": None, "MALLOC_TRIM_THRESHOLD_": "65536",
+                          "MALLOC_MMAP_THRESHOLD_": None},
+        "not a number": {"libc": glibc, "MALLOC_TRIM_THRESHOLD_": "lots",
+                         "MALLOC_MMAP_THRESHOLD_": None},
+        "a worker's error": OSError("no environ"),
+    }
+    assert _slow_allocator(answers) == {"dask default": "65536", "hex": "0x10000"}
 
 
 def test_using_selects_the_executor_and_restores(problem, processes):
@@ -235,14 +306,15 @@ def _marked(c: _engine.Chunk, where: str) -> np.ndarray:
     return _value(c)
 
 
-def test_a_killed_worker_changes_nothing(tmp_path):
+def test_a_killed_worker_changes_nothing_and_close_closes_the_cluster(tmp_path):
     pytest.importorskip("distributed")
-    from dask.distributed import Client, LocalCluster
+    import dask
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=":0")
-    client = Client(cluster)
-    try:
+    # the nanny that restarts the victim writes its settings into this process's os.environ
+    # again (Dask does so on every spawn): put them back for the tests after this one
+    names = (*dask.config.get("distributed.nanny.pre-spawn-environ"), *WORKER_ENVIRON)
+    with _environ_restored(tuple(names)), DaskExecutor.local(2, shard_chunks=2) as ex:
+        client, cluster = ex.client, ex.cluster
         victim = next(iter(client.run(os.getpid).values()))
         where = str(tmp_path)
         killed = threading.Event()
@@ -261,7 +333,7 @@ def test_a_killed_worker_changes_nothing(tmp_path):
         t = threading.Thread(target=killer)
         t.start()
         fn = _engine_partial(where)
-        got = _engine.reduce_chunks(fn, 120, 3, executor=DaskExecutor(client, shard_chunks=2))
+        got = _engine.reduce_chunks(fn, 120, 3, executor=ex)
         t.join()
         assert killed.is_set()
         assert np.array_equal(got, _engine.reduce_chunks(_value, 120, 3))
@@ -269,9 +341,45 @@ def test_a_killed_worker_changes_nothing(tmp_path):
         runs = {f.name: f.read_text().split() for f in tmp_path.iterdir()}
         assert any(str(victim) in pids and len(pids) >= 2 for pids in runs.values())
         assert len(runs) == 40
-    finally:
-        client.close()
-        cluster.close()
+        assert cluster.status.name == "running"
+    # the with block's end closed the client and the cluster local() started
+    assert client.status == "closed" and cluster.status.name == "closed"
+    assert ex.cluster is None
+
+
+def test_dask_default_worker_environment_warns_once(problem, monkeypatch):
+    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 (config distributed.nanny.pre-spawn-environ)
+    # unless this process's environment has the variable: take ours out for the cluster's start
+    for k in WORKER_ENVIRON:
+        monkeypatch.delenv(k, raising=False)
+    pytest.importorskip("distributed")
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+        pytest.skip("the warning is about glibc's allocator")
+    default = dask.config.get("distributed.nanny.pre-spawn-environ")
+    if str(default.get("MALLOC_TRIM_THRESHOLD_")) != "65536" or "MALLOC_MMAP_THRESHOLD_" in default:
+        pytest.skip(f"this Dask's default worker environment is not the slow one: {default}")
+    net, x, y = problem
+    ref = dc.exact.expected_loss(net, x, y, 0.3, method="batched", chunk_size=16)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        ex = DaskExecutor(client)
+        with pytest.warns(WorkerEnvironmentWarning) as record:
+            got = dc.exact.expected_loss(net, x, y, 0.3, method="batched", chunk_size=16,
+                                         executor=ex)
+        assert np.array_equal(got, ref)  # a warning, never another result
+        assert len(record) == 1
+        msg = str(record[0].message)
+        for part in ("MALLOC_TRIM_THRESHOLD_=65536", "3.17 s against 0.95 s",
+                     "DaskExecutor.local", "pre-spawn-environ.MALLOC_MMAP_THRESHOLD_=33554432"):
+            assert part in msg, part
+        with warnings.catch_warnings():  # asked once per executor: the next run is quiet
+            warnings.simplefilter("error")
+            again = dc.exact.expected_loss(net, x, y, 0.3, method="batched", chunk_size=16,
+                                           executor=ex)
+        assert np.array_equal(again, ref)
 
 
 def _engine_partial(where):
