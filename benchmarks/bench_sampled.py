@@ -1,16 +1,26 @@
-"""Benchmark 3: sampled ``R̂_approx`` and ``ξ_approx`` as a multiple of a plain forward+backward.
+"""Benchmark 3: the fused sampled step and the separate estimators, in plain steps.
 
-One sampled label per example for ``R̂_approx`` (``dc.explicit.r_approx_sampled``, slides) and
-one noise draw for ``ξ_approx`` (``dc.implicit.xi_approx``, eqs 4.5/4.6, mean over the batch)
-against one plain forward + backward of the mean loss in the same framework (dropcheck's own
-sweeps: ``trace``, ``loss.grad``, ``backward(params=True)``), and, for reference, torch
-autograd's forward + ``.backward()`` of the same MLP.  The LSTM language model
-(``dropcheck.models.lstm``) is measured the same way when it is present.
+The case is one mini-batch of Algorithm 2's ingredients: the plain gradient of the mean loss,
+``R̂_approx`` (one sampled label per example, slides) and ``ξ_approx`` (one noise draw,
+eqs 4.5/4.6, mean over the batch).  Timed in the same run, alternating:
+
+- ``plain``: one plain forward + backward of the mean loss through the same model in
+  dropcheck (``trace``, ``loss.grad``, ``param_gradient(per_example=False)``): the yardstick;
+- ``fused``: :func:`dropcheck.step.sampled_step`, all three from one trace;
+- ``r_hat`` + ``xi``: the separate estimators (``dc.explicit.r_approx_sampled``,
+  ``dc.implicit.xi_approx``), which recompute the trace;
+- ``plain per example``: the same forward + backward with per-example parameter gradients
+  (``backward(params=True)``), the yardstick of earlier runs of this benchmark;
+- torch autograd's forward + ``.backward()`` of the same MLP, for reference.
+
+Also reported: the multiply-adds of the fused step over the plain step's, counted from the
+layer sizes (:func:`macs`): for matrix-product-bound sizes the time ratio cannot go much below
+it.  The LSTM language model (``dropcheck.models.lstm``) is measured the old way when present.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,67 +33,88 @@ import dropcheck as dc
 def available() -> str | None:
     """None when the benchmark can run, else why not."""
     try:
-        from dropcheck import explicit, implicit
+        from dropcheck import explicit, implicit, step  # noqa: F401
     except ImportError as exc:
-        return f"dropcheck.explicit / implicit not importable ({exc}): benchmark 3 skipped"
-    if not hasattr(explicit, "r_approx_sampled") or not hasattr(implicit, "xi_approx"):
-        return "r_approx_sampled / xi_approx not available yet: benchmark 3 skipped"
+        return f"dropcheck.explicit / implicit / step not importable ({exc}): benchmark 3 skipped"
     return None
 
 
-def _plain(model: Any, x: Any, y: Any, per_example: bool = True) -> Callable[[], Any]:
-    def step() -> Any:
+def _plain(model: Any, x: Any, y: Any, per_example: bool = False) -> Callable[[], Any]:
+    def one_step() -> Any:
         tr = model.trace(x)
         cot = model.loss.grad(tr.logits, y)[None, ...]
         if per_example:
-            _, g = model.backward(tr, cot, params=True)
-        else:
-            _, g = model.backward(tr, cot, params=True, per_example=False)
-        return g
+            return model.backward(tr, cot, params=True)[1]
+        return model.param_gradient(tr, cot, per_example=False)
 
-    return step
+    return one_step
+
+
+def macs(sizes: Sequence[int], site_layers: Sequence[int], n: int) -> tuple[int, int]:
+    """Multiply-adds of the plain step and of the fused step of an MLP ``sizes``.
+
+    ``site_layers``: the layer index ``j`` of each site ``h_j`` (0 for the input).  Plain:
+    the forward products, the parameter products and the backward products to ``h_1``.
+    Fused (:meth:`MLP.reverse`): the forward; the tangent from the first site on; per layer
+    ``l`` the backward product of the true-label, tangent and (down to the lowest site)
+    sampled-label rows; the parameter products of the true-label and tangent rows and, where
+    the tangent reaches the layer's input, the product rule's ``g ⊗ inp_dot``.
+    """
+    L = len(sizes) - 1
+    per = [n * sizes[l - 1] * sizes[l] for l in range(1, L + 1)]  # layer l: per[l - 1]
+    lo = min(site_layers)
+    plain = 2 * sum(per) + sum(per[1:])
+    fused = sum(per) + sum(per[l - 1] for l in range(lo + 1, L + 1))  # forward, tangent
+    for l in range(1, L + 1):
+        rows = 2 + (l - 1 >= lo)
+        if l > 1 or 0 in site_layers:
+            fused += rows * per[l - 1]
+        fused += 2 * per[l - 1] + (per[l - 1] if l - 1 >= lo else 0)
+    return plain, fused
 
 
 def _row(name: str, model: Any, x: Any, y: Any, q: float, repeats: int,
-         plain: Callable[[], Any], extra_fns: dict[str, Callable[[], Any]]) -> Row:
-    from dropcheck import explicit, implicit
+         extra_fns: dict[str, Callable[[], Any]], counts: tuple[int, int] | None) -> Row:
+    from dropcheck import explicit, implicit, step
 
     rng = np.random.default_rng(0)
     fns = {
-        "plain": plain,
+        "plain": _plain(model, x, y),
+        "fused": lambda: step.sampled_step(model, x, y, q, rng=rng),
         "r_hat": lambda: explicit.r_approx_sampled(model, x, y, samples=1, rng=rng),
         "xi": lambda: implicit.xi_approx(model, x, y, q, rng=rng, reduction="mean"),
+        "plain per example": _plain(model, x, y, per_example=True),
         **extra_fns,
     }
-    notes = []
-    for k in ("r_hat", "xi"):  # a colleague's estimator may not support this model yet
-        try:
-            fns[k]()
-        except Exception as exc:  # noqa: BLE001 - report it in the table, keep going
-            notes.append(f"{k} failed ({type(exc).__name__}: {str(exc)[:80]})")
-            del fns[k]
     t = compare(fns, repeats)
-    extra: dict[str, Any] = {"plain_s": t["plain"]}
-    for k in ("r_hat", "xi"):
-        if k in t:
-            extra[f"{k}_s"] = t[k]
-            extra[f"{k}_over_plain"] = t[k] / t["plain"]
-    both = t.get("r_hat", float("nan")) + t.get("xi", float("nan"))
+    plain = t["plain"]
+    separate = t["r_hat"] + t["xi"]
+    extra: dict[str, Any] = {
+        "plain_s": plain, "fused_s": t["fused"], "r_hat_s": t["r_hat"], "xi_s": t["xi"],
+        "separate_over_plain": separate / plain,
+        "plain_per_example_s": t["plain per example"],
+        "fused_over_per_example": t["fused"] / t["plain per example"],
+    }
+    if counts is not None:
+        extra["macs_plain"], extra["macs_fused"] = counts
+        extra["macs_ratio"] = counts[1] / counts[0]
     if "torch" in t:
         extra["torch_plain_s"] = t["torch"]
-        extra["over_torch_plain"] = both / t["torch"]
-    if both / t["plain"] > 2 and "xi" in fns:  # the target is missed: say where the time goes
-        for k in ("xi", "plain"):
+        extra["fused_over_torch"] = t["fused"] / t["torch"]
+    notes = []
+    if t["fused"] / plain > 1.5:  # the target is missed: say where the time goes
+        for k in ("fused", "plain"):
             top = profile_top(fns[k])
             extra[f"profile_{k}"] = top
-            notes.append(f"profile of {'ξ_approx' if k == 'xi' else 'the plain step'}: "
+            notes.append(f"profile of the {k} step: "
                          + ", ".join(f"{f} {share:.0%}" for f, share in top))
-    return Row("sampled", name, both, t["plain"], both / t["plain"], extra, "; ".join(notes))
+    return Row("sampled", name, t["fused"], plain, t["fused"] / plain, extra, "; ".join(notes))
 
 
 def _mlp_row(width: int, q: float, repeats: int, threads: int | None, n: int = 64) -> Row:
     d0, c = 32, 10
-    net = dc.MLP.random([d0, width, width, c], activation="tanh", sites=("h1", "h2"), seed=0)
+    sizes = [d0, width, width, c]
+    net = dc.MLP.random(sizes, activation="tanh", sites=("h1", "h2"), seed=0)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((n, d0))
     y = rng.integers(0, c, n)
@@ -99,8 +130,7 @@ def _mlp_row(width: int, q: float, repeats: int, threads: int | None, n: int = 6
         extra["torch"] = lambda: B.torch_forward_backward(Ws, bs, "tanh", xt, yt)
     except ImportError:
         pass
-    return _row(f"MLP [{d0}, {width}, {width}, {c}], n = {n}", net, x, y, q, repeats,
-                _plain(net, x, y), extra)
+    return _row(f"MLP {sizes}, n = {n}", net, x, y, q, repeats, extra, macs(sizes, (1, 2), n))
 
 
 def run(mode: str, repeats: int, threads: int | None) -> list[Row]:
@@ -136,7 +166,8 @@ def _colleague_lstm_row(mode: str, repeats: int, threads: int | None) -> Row | N
     both = sec["r_hat"] + sec["xi"]
     extra: dict[str, Any] = {"plain_s": sec["plain"], "r_hat_s": sec["r_hat"], "xi_s": sec["xi"],
                              "r_hat_over_plain": sec["r_hat"] / sec["plain"],
-                             "xi_over_plain": sec["xi"] / sec["plain"]}
+                             "xi_over_plain": sec["xi"] / sec["plain"],
+                             "separate_over_plain": both / sec["plain"]}
     note = "; ".join([*failed, "from dropcheck.benchmarks.bench_lstm (locked masks, float32)"])
     if "torch_plain" in sec:
         extra["torch_plain_s"] = sec["torch_plain"]
@@ -146,8 +177,8 @@ def _colleague_lstm_row(mode: str, repeats: int, threads: int | None) -> Row | N
             extra["torch_own_multiple"] = mult
             note += (f"; the same two quantities written in PyTorch cost {mult:.2f}× a torch "
                      f"forward+backward")
-    return Row("sampled", t["plain"]["case"], both, sec["plain"], both / sec["plain"], extra,
-               note)
+    note += "; the fused step is not timed on this model (its sizes are bench_lstm's)"
+    return Row("sampled", t["plain"]["case"], both, sec["plain"], None, extra, note)
 
 
 def _lstm_row(mode: str, repeats: int, q: float) -> Row | None:
@@ -163,7 +194,7 @@ def _lstm_row(mode: str, repeats: int, q: float) -> Row | None:
         x = rng.integers(0, vocab, (n, T))
         y = rng.integers(0, vocab, (n, T))
         return _row(f"LSTM LM (vocab {vocab}, emb {emb}, 2×{hidden}, T = {T}), n = {n}", net, x,
-                    y, q, repeats, _plain(net, x, y, per_example=False), {})
+                    y, q, repeats, {}, None)
     except Exception as exc:  # noqa: BLE001 - a colleague's model in progress: report, go on
         return Row("sampled", "LSTM LM", float("nan"), None, None, {},
                    f"skipped: {type(exc).__name__}: {exc}")

@@ -382,7 +382,8 @@ def xi_approx(
     nd = _check_draws(samples)
     xp, n = model.xp, x2.shape[0]
     gen = _rng(rng)
-    per_example = reduction != "sum"
+    # the mean and the sum are summed inside the sweep: no (n, P) array
+    per_example = reduction == "none"
 
     def one(b: int) -> Any:
         eta = _noise_for(gen, model, x2, qd, b, noise)
@@ -390,6 +391,7 @@ def xi_approx(
 
     out = _draws_in(model, n if per_example else 1, nd, 2, one, chunk)
     if not per_example:
+        out = out / n if reduction == "mean" else out
         return out[0, ...] if samples is None else out
     return _shape_out(out, single, reduction, samples, xp)
 

@@ -214,6 +214,17 @@ def test_taylor_split_and_estimators(be, mlp):
 
 
 # ----------------------------------------------------------------------- ξ_approx, Monte Carlo
+def test_fused_sampled_step(be, mlp):
+    from dropcheck.step import sampled_step
+
+    ref, x, y = mlp
+    net, xb, yb = _model_in(ref, be), be.conv(x), be.conv(y)
+    got = sampled_step(net, xb, yb, 0.3, rng=np.random.default_rng(12))
+    want = sampled_step(ref, x, y, 0.3, rng=np.random.default_rng(12))
+    for field in ("loss", "grad", "r_hat", "xi", "labels"):
+        _same(getattr(got, field), getattr(want, field), be, xb, what=f"sampled_step {field}")
+
+
 def test_xi_approx_and_its_covariance(be, mlp):
     ref, x, y = mlp
     net, xb, yb = _model_in(ref, be), be.conv(x), be.conv(y)

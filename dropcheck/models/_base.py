@@ -43,6 +43,11 @@ Optional features, each with a default here so that algorithms ask the protocol 
   ``per_example=False``, summed over the examples ``(k, B, P)``.  The defaults sum the
   per-example arrays; a model may override them to sum inside the sweep (the LSTM does, so no
   ``(n, P)`` array exists at AWD-LSTM sizes).
+- **One reverse sweep for many directions.**  :meth:`reverse` returns, from one trace, the site
+  adjoints of ``k`` cotangents, the parameter gradients of the first ``p`` and the tangents of
+  those along a forward tangent (``d/dε ∇_W``): what the fused sampled step
+  (:func:`dropcheck.step.sampled_step`) needs.  The default composes :meth:`backward`,
+  :meth:`param_gradient` and :meth:`param_adjoint_tangent`; the MLP does it in one sweep.
 
 Shapes: a trace holds ``B`` noise draws of ``n`` examples, primal arrays ``(B, n, d)``; tangents
 and cotangents carry a leading direction axis ``k``: ``(k, B, n, d)`` (any of ``k, B, n`` may be
@@ -84,6 +89,20 @@ def namespace_of(xp: Any) -> Any:
     except (AttributeError, TypeError) as e:
         raise TypeError(f"xp must be an array namespace (numpy, torch, array_api_strict, …), "
                         f"got {xp!r}: {e}") from None
+
+
+def _check_reverse(k: int, kd: int, params: int, tan: Any) -> None:
+    """The direction counts of :meth:`Model.reverse` (``k`` cotangents, ``kd`` tangents)."""
+    if isinstance(params, bool) or not isinstance(params, int) or not 0 <= params <= k:
+        raise ValueError(f"params must be an int in [0, {k}] (directions of cot), got {params!r}")
+    if kd and (tan is None or kd > params):
+        raise ValueError(
+            f"cot_dot's {kd} directions need tan and must not outnumber params={params} "
+            "(they are the tangents of the first cotangents' parameter gradients)"
+        )
+    if kd and tan is not None and tan.logits.shape[0] not in (1, kd):
+        raise ValueError(f"tan has {tan.logits.shape[0]} directions but cot_dot has {kd}: "
+                         "one tangent direction per cot_dot direction")
 
 
 def _as_model_array(a: Any, xp: Any, name: str) -> Any:
@@ -132,6 +151,20 @@ class Tangent:
     site_tangents: dict[str, Any]
     noise_tangents: dict[str, Any]
     cache: dict[str, Any] = field(default_factory=dict)
+
+
+class Reverse(NamedTuple):
+    """What :meth:`Model.reverse` returns (None where not asked for).
+
+    ``sites``: adjoints of every cotangent direction at the asked sites ``(k, B, n, *X, d)``;
+    ``params``: flat parameter gradients of the first ``params`` directions, per example
+    ``(p, B, n, P)`` or summed ``(p, B, P)``; ``params_dot``: their tangents along ``tan`` for
+    the ``k'`` directions of ``cot_dot``, same layout.
+    """
+
+    sites: dict[str, Any]
+    params: Any
+    params_dot: Any
 
 
 #: The mask forms of :attr:`Model.mask` (module doc, "Site axes and mask form").
@@ -397,6 +430,44 @@ class Model:
         _, a = self.adjoint_tangent(tr, tan, g, g_dot, params=True)
         return a if per_example else self.xp.sum(a, axis=-2)
 
+    def reverse(
+        self,
+        tr: Trace,
+        cot: Any,
+        *,
+        sites: Iterable[str] = (),
+        params: int = 0,
+        tan: Tangent | None = None,
+        cot_dot: Any = None,
+        per_example: bool = True,
+    ) -> Reverse:
+        """One reverse sweep of ``k`` cotangents and of the tangents of the first ``k'``.
+
+        ``cot`` ``(k, B, n, c)``; ``params``: how many of its leading directions need
+        parameter gradients (0: none); ``cot_dot`` ``(k', B, n, c)``, ``k' ≤ params``: the
+        tangents of the first ``k'`` cotangents along ``tan`` (``H_out`` times the logit
+        tangent for a loss gradient), whose parameter-gradient tangents ``d/dε ∇_W`` come back
+        as ``params_dot``.  What a fused step needs at once: a plain gradient, its tangent
+        (``ξ_approx``, eqs 4.5/4.6) and the site adjoints of other cotangents (a sampled label's,
+        for ``R̂_approx``), from one trace.
+
+        The default runs :meth:`backward`, :meth:`param_gradient` and
+        :meth:`param_adjoint_tangent` (up to three sweeps); a model may override it with one
+        sweep that stacks the directions (the MLP does).
+        """
+        k, kd = cot.shape[0], 0 if cot_dot is None else cot_dot.shape[0]
+        _check_reverse(k, kd, params, tan)
+        sites = tuple(sites)
+        adj = self.backward(tr, cot, sites=sites)[0] if sites else {}
+        grads = (self.param_gradient(tr, cot[:params, ...], per_example=per_example)
+                 if params else None)
+        dots = None
+        if kd:
+            assert tan is not None  # _check_reverse
+            dots = self.param_adjoint_tangent(tr, tan, cot[:kd, ...], cot_dot,
+                                              per_example=per_example)
+        return Reverse(adj, grads, dots)
+
     def noise_adjoint_tangent(
         self, tr: Trace, tan: Tangent, g: Any, g_dot: Any, sites: Iterable[str]
     ) -> dict[str, Any]:
@@ -443,7 +514,14 @@ class Model:
     @property
     def xp(self) -> Any:
         """The array namespace of the parameters."""
-        return namespace(*self.params.values())
+        # every sweep asks for it several times; resolving a namespace costs ~10 µs, as much
+        # as a layer of a small network, so it is kept while the parameter arrays are the same
+        key = tuple(map(id, self.params.values()))
+        cached = self.__dict__.get("_xp_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, namespace(*self.params.values()))
+            self.__dict__["_xp_cache"] = cached
+        return cached[1]
 
     @property
     def dtype(self) -> Any:

@@ -19,7 +19,16 @@ from dropcheck._validate import check_choice, check_count, check_finite
 from dropcheck.backend import asarray, default_dtype, make_rng, matmul, namespace
 from dropcheck.losses import Loss, get_loss
 from dropcheck.models._activations import ACTIVATIONS
-from dropcheck.models._base import AffineFeed, Model, Site, Tangent, Trace, namespace_of
+from dropcheck.models._base import (
+    AffineFeed,
+    Model,
+    Reverse,
+    Site,
+    Tangent,
+    Trace,
+    _check_reverse,
+    namespace_of,
+)
 
 __all__ = ["MLP"]
 
@@ -357,6 +366,106 @@ class MLP(Model):
                 if layer - 1 > start:  # the tangent is nonzero at this layer's pre-activation
                     gd_z = gd_z + self._act.d2f(z, xp) * tan.cache["z"][layer - 2] * g_h
         return out, (self._concat(blocks) if params else None)
+
+    def _layer_grads(self, g_z: Any, inp: Any, per_example: bool) -> list[Any]:
+        """``[∂W, ∂b]`` of one layer for cotangents ``g_z`` of its output.
+
+        Flat, per example ``(…, n, ·)``, or summed over the examples by one product
+        ``g_zᵀ inp`` (no ``(n, P)`` array).
+        """
+        xp = self.xp
+        if per_example:
+            return self._param_grads(g_z, inp, None)
+        gw = xp.matmul(xp.matrix_transpose(g_z), inp)
+        return [xp.reshape(gw, (*gw.shape[:-2], -1)), xp.sum(g_z, axis=-2)]
+
+    def reverse(  # noqa: D102 - the protocol's docstring; this is its one-sweep form
+        self,
+        tr: Trace,
+        cot: Any,
+        *,
+        sites: Iterable[str] = (),
+        params: int = 0,
+        tan: Tangent | None = None,
+        cot_dot: Any = None,
+        per_example: bool = True,
+    ) -> Reverse:
+        # One loop over the layers with every direction stacked on the leading axis, ordered
+        # [the p = params cotangents with parameter gradients | the k' tangents | the other
+        # cotangents], so that each layer is one product with W for all of them and one
+        # product with its input for every parameter gradient and tangent.
+        xp = self.xp
+        k, kd = cot.shape[0], 0 if cot_dot is None else cot_dot.shape[0]
+        _check_reverse(k, kd, params, tan)
+        sites = tuple(sites)
+        p, L = params, self.n_layers
+        lowest = self._first_layer(sites)
+        stop = 0 if p else lowest
+        start = tan.cache["start"] if tan is not None and kd else L
+        parts = [cot[:p, ...]] + ([cot_dot] if kd else []) + [cot[p:, ...]]
+        lead = _broadcast_shapes(*(a.shape[1:-1] for a in parts))
+        G = xp.concat([xp.broadcast_to(a, (a.shape[0], *lead, a.shape[-1])) for a in parts],
+                      axis=0)
+        out: dict[str, Any] = {}
+        blocks: list[list[Any]] = []
+        dot_blocks: list[list[Any]] = []
+        for layer in range(L, stop, -1):
+            inp = tr.cache["inp"][layer - 1]
+            if p:
+                both = self._layer_grads(G[: p + kd, ...], inp, per_example)
+                blocks.append([a[:p, ...] for a in both])
+                if kd:
+                    dots = [a[p:, ...] for a in both]
+                    inp_dot = tan.cache["inp"][layer - 1]  # type: ignore[union-attr]
+                    if inp_dot is not None:  # product rule: g ⊗ inp_dot
+                        dots[0] = dots[0] + self._layer_grads(G[:kd, ...], inp_dot,
+                                                              per_example)[0]
+                    dot_blocks.append(dots)
+            s = _site_name(layer - 1)
+            if layer == 1 and s not in sites:
+                break  # the input's adjoint is not asked for
+            if layer - 1 < lowest and G.shape[0] > p + kd:
+                G = G[: p + kd, ...]  # below the last asked site only gradients need rows
+            A = matmul(G, self._w(layer), xp)
+            if s in sites:
+                out[s] = A if not kd else xp.concat([A[:p, ...], A[p + kd:, ...]], axis=0)
+            if layer - 1 > stop:
+                eta = tr.noise.get(s)
+                A_h = A * (1.0 + eta) if eta is not None else A
+                z = tr.cache["z"][layer - 2]
+                df = self._act.df(z, xp)
+                G = df * A_h
+                if kd:
+                    assert tan is not None  # _check_reverse
+                    g_dot = G[p : p + kd, ...]
+                    if s in tan.noise_tangents:
+                        g_dot = g_dot + df * tan.noise_tangents[s] * A[:kd, ...]
+                    if layer - 1 > start:  # the tangent reaches this pre-activation
+                        g_dot = g_dot + self._act.d2f(z, xp) * tan.cache["z"][layer - 2] \
+                            * A_h[:kd, ...]
+                    G = xp.concat([G[:p, ...], g_dot, G[p + kd:, ...]], axis=0)
+        return Reverse(out, self._concat(blocks) if p else None,
+                       self._concat(dot_blocks) if kd else None)
+
+    def param_gradient(self, tr: Trace, cot: Any, *, per_example: bool = True) -> Any:
+        """Flat ``∂⟨cot, F⟩/∂W``; summed ``(k, B, P)`` by :meth:`reverse`, no ``(n, P)`` array."""
+        if per_example:
+            return super().param_gradient(tr, cot, per_example=True)
+        return self.reverse(tr, cot, params=cot.shape[0], per_example=False).params
+
+    def param_adjoint_tangent(
+        self, tr: Trace, tan: Tangent, g: Any, g_dot: Any, *, per_example: bool = True
+    ) -> Any:
+        """Flat ``d/dε ∇_W``; summed ``(k, B, P)`` by :meth:`reverse`, no ``(n, P)`` array."""
+        if per_example:
+            return super().param_adjoint_tangent(tr, tan, g, g_dot, per_example=True)
+        xp = self.xp
+        if g.ndim < g_dot.ndim:
+            g = g[None, ...]
+        kd = g_dot.shape[0]
+        g = xp.broadcast_to(g, (kd, *g.shape[1:])) if g.shape[0] != kd else g
+        return self.reverse(tr, g, params=kd, tan=tan, cot_dot=g_dot,
+                            per_example=False).params_dot
 
     def _concat(self, blocks: list[list[Any]]) -> Any:
         # blocks come last layer first; params are ordered W1, b1, W2, b2, ...
