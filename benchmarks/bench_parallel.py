@@ -70,6 +70,19 @@ def _cpu(fn: Any, pids: list[int]) -> float:
     return now() - t0
 
 
+def _task_overhead(client: Any, tasks: int = 400) -> float:
+    """Wall seconds per trivial task of ``client`` (``tasks`` submitted at once, one gather):
+    the scheduler cost per shard that the scale-out table (docs/parallel.md) charges."""
+    import time
+
+    from dropcheck.parallel import _pid
+
+    client.gather(client.map(_pid, range(8), pure=False))  # warm the workers' code path
+    t0 = time.perf_counter()
+    client.gather(client.map(_pid, range(tasks), pure=False))
+    return (time.perf_counter() - t0) / tasks
+
+
 def run(mode: str, repeats: int, threads: int | None = None) -> list[Row]:
     """Rows of benchmark 5 (``mode``: ``smoke``, ``quick`` or ``full``)."""
     import warnings
@@ -103,6 +116,7 @@ def run(mode: str, repeats: int, threads: int | None = None) -> list[Row]:
         same = same and bool(np.array_equal(call(dk), ref))
         td = compare({"serial": lambda: call(serial), "dask 2": lambda: call(dk)}, repeats)
         cpu["dask 2"] = _cpu(lambda: call(dk), list(dk.client.run(os.getpid).values()))
+        task_s = _task_overhead(dk.client)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         dd = DaskExecutor(client)
@@ -118,7 +132,8 @@ def run(mode: str, repeats: int, threads: int | None = None) -> list[Row]:
               "dask_two_s": t["dask 2"], "per_worker_masks_per_s": masks / t["serial"],
               "serial_cpu_s": cpu["serial"], "per_core_masks_per_cpu_s": masks / cpu["serial"],
               "two_processes_cpu_s": cpu["2 processes"], "dask_two_cpu_s": cpu["dask 2"],
-              "load_average_at_start": load, "cores": os.cpu_count()}
+              "load_average_at_start": load, "cores": os.cpu_count(),
+              "dask_task_overhead_s": task_s}
     ratio = t["1 process"] / t["2 processes"]
     eff = t["serial (dask phase)"] / (2 * t["dask 2"])
     return [

@@ -230,13 +230,14 @@ def _cells(rows: list[Row], bench: str) -> tuple[list[str], list[list[str]], lis
                  _fmt_s(r.dropcheck_s)] for r in rs]
     elif bench == "parallel":
         head = ["case", "masks", "serial", "1 process", "2 processes", "LocalCluster(2)",
-                "ratio", "efficiency", "CPU efficiency", "masks / CPU s", "bit-identical",
-                "load at start"]
+                "ratio", "efficiency", "CPU efficiency", "masks / CPU s", "Dask s / task",
+                "bit-identical", "load at start"]
         body = [[r.case, _fmt(r.extra["masks"]), _fmt_s(r.extra["serial_s"]),
                  _fmt_s(r.extra["one_process_s"]), _fmt_s(r.extra["two_processes_s"]),
                  _fmt_s(r.extra["dask_two_s"]), _Bold(f"{r.ratio:.2f}×"),
                  f"{r.extra['efficiency']:.2f}", f"{r.extra['cpu_efficiency']:.2f}",
                  _fmt(r.extra["per_core_masks_per_cpu_s"]),
+                 _fmt_s(r.extra.get("dask_task_overhead_s")),
                  str(r.extra["bit_identical"]), _fmt(r.extra["load_average_at_start"], ".2f")]
                 for r in rs]
     elif bench == "import":
