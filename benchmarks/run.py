@@ -93,9 +93,12 @@ WHY["2 processes ≥ 1.8× one on a wide decoder-site enumeration"] = (
     "and pickling are on both.  It needs two idle cores: the table gives the load average at "
     "the start (a shared machine's other jobs take the second core).")
 WHY["Dask LocalCluster(2) parallel efficiency ≥ 0.8"] = (
-    "The same shards as Dask tasks on a LocalCluster of two single-threaded worker processes; "
-    "efficiency = serial time in this process / (2 × cluster time): scheduler overhead per "
-    "task (~ms) against tasks of ~0.1–1 s.  The same caveat on load applies.")
+    "The same shards as Dask tasks on `DaskExecutor.local(2)`, a LocalCluster of two "
+    "single-threaded worker processes started with `parallel.WORKER_ENVIRON` (glibc's trim and "
+    "mmap thresholds raised; Dask's default worker environment makes the kernel ~3× slower in "
+    "a worker, the unjudged row shows it); efficiency = serial time in this process / (2 × "
+    "cluster time): scheduler overhead per task (the \"Dask s / task\" column) against tasks "
+    "of ~0.1 s.  The same caveat on load applies.")
 
 
 def _is_factorized_decoder(r: Row) -> bool:
