@@ -1,16 +1,17 @@
 """E1's width law at finite q, with exact ``R_drop`` at decoder-site widths up to 32.
 
     python -m dropcheck.benchmarks.e1_width_law [--widths 8,12,…,32] [--nets 8] [--n 4]
-        [--q 0.3] [-j 2 | --scheduler ADDRESS] [--json PATH]
+        [--q 0.3] [--site h2|h1] [-j 2 | --scheduler ADDRESS] [--json PATH]
 
 Claim E1 (paper-notes) says Taylor's error ``|R_taylor − R_drop| / R_drop`` shrinks with the
 width; verify checks that only in the ``q → 0`` limit.  Here, at ``q = 0.3``: random tanh MLPs
-``[5, d, d, 4]`` (E1's family: ``verification.explicit._net``, weight scale 1), dropout at the
-site ``h2`` that feeds the decoder, ``n`` examples per net; ``R_drop`` exactly by enumeration
-(``2^d`` masks per example, sharded by mask index on the executor:
-:func:`dropcheck.parallel.split_decoder_loss`), ``R_taylor`` by (4.2).  Per net the pooled error
-``Σ|R_taylor − R_drop| / Σ|R_drop|`` (E1's ``_pooled``); per width the median over nets; the
-slope of ``log median`` against ``log d`` by least squares, with its uncertainty by a bootstrap
+``[5, d, d, 4]`` (E1's family: ``verification.explicit._net``, weight scale 1), dropout at one
+site — ``h2``, which feeds the decoder (the factorized kernel), or ``h1``, one layer deeper,
+the site of E1's own finite-``q`` sweep (the outer-sum kernel, ~50× the work per mask) — ``n``
+examples per net; ``R_drop`` exactly by enumeration (``2^d`` masks per example, sharded by mask
+index on the executor: :func:`dropcheck.parallel.split_site_loss`), ``R_taylor`` by (4.2).
+Per net the pooled error ``Σ|R_taylor − R_drop| / Σ|R_drop|`` (E1's ``_pooled``); per width
+the median over nets; the slope of ``log median`` against ``log d`` by least squares, with its uncertainty by a bootstrap
 over nets (2000 resamples, the nets resampled together across widths: the spread of the slope
 a new draw of nets would give).  Results are written after every width (``--json``), so a run
 cut short keeps what it measured.
@@ -53,7 +54,7 @@ def fit(widths: Sequence[float], err: np.ndarray, boot: int = 2000,
 
 
 def measure(widths: Sequence[int], nets: int, n: int, q: float, seed: int,
-            out: str | None, log: Any = print) -> dict[str, Any]:
+            out: str | None, log: Any = print, site: str = "h2") -> dict[str, Any]:
     """The pooled errors ``(widths, nets)`` and the fit (see the module docstring)."""
     from dropcheck.verification.explicit import _inputs, _net, _pooled
 
@@ -63,7 +64,7 @@ def measure(widths: Sequence[int], nets: int, n: int, q: float, seed: int,
     for i, d in enumerate(widths):
         t0 = time.perf_counter()
         for j in range(nets):
-            net = _net(np.random.default_rng([seed, j, d]), [5, d, d, 4], sites="h2")
+            net = _net(np.random.default_rng([seed, j, d]), [5, d, d, 4], sites=site)
             x, y = _inputs(np.random.default_rng([seed, j, d, 1]), n, 5, 4)
             exact = dc.exact.explicit_regularizer(net, x, y, q, max_masks=2**40)
             err[i, j] = _pooled(dc.explicit.taylor(net, x, y, q), exact)
@@ -72,6 +73,7 @@ def measure(widths: Sequence[int], nets: int, n: int, q: float, seed: int,
         log(f"width {d}: median pooled error {np.median(done[-1]):.4f} "
             f"(nets {', '.join(f'{v:.3f}' for v in done[-1])}), {secs[-1]:.1f} s")
         res = {"widths": list(widths[: i + 1]), "nets": nets, "n": n, "q": q, "seed": seed,
+               "site": site,
                "errors": done.tolist(), "median": np.median(done, axis=1).tolist(),
                "seconds": secs, "masks_per_example": [2**w for w in widths[: i + 1]]}
         if i >= 1:
@@ -89,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--nets", type=int, default=8)
     p.add_argument("--n", type=int, default=4, help="examples per net")
     p.add_argument("--q", type=float, default=0.3)
+    p.add_argument("--site", choices=("h2", "h1"), default="h2",
+                   help="h2 feeds the decoder; h1 is one layer deeper (E1's finite-q site)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-j", "--jobs", type=int, default=None)
     p.add_argument("--scheduler", default=None)
@@ -100,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ex = from_options(a.jobs, a.scheduler)
     try:
         with using(ex):
-            res = measure(widths, a.nets, a.n, a.q, a.seed, a.json)
+            res = measure(widths, a.nets, a.n, a.q, a.seed, a.json, site=a.site)
     finally:
         if ex is not None:
             ex.close()

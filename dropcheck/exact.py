@@ -216,8 +216,8 @@ def _fast_plan(
     return fp
 
 
-def _sharded_decoder(model: Model, fp: Any, qd: dict[str, float], executor: Any) -> bool:
-    """An executor is in effect and one wide decoder site can be sharded by mask index."""
+def _sharded_site(model: Model, fp: Any, qd: dict[str, float], executor: Any) -> bool:
+    """An executor is in effect and one wide site can be sharded by mask index."""
     if _engine.active_executor(executor) is None:
         return False
     from dropcheck.parallel import split_applies
@@ -265,10 +265,10 @@ def expected_loss(
     xp = model.xp
     fp = _fast_plan(model, names, qd, method, max_masks, "expected_loss")
     if fp is not None:
-        if _sharded_decoder(model, fp, qd, executor):  # docs/parallel.md
-            from dropcheck.parallel import split_decoder_loss
+        if _sharded_site(model, fp, qd, executor):  # docs/parallel.md
+            from dropcheck.parallel import split_site_loss
 
-            return _squeeze(split_decoder_loss(
+            return _squeeze(split_site_loss(
                 model, x2, y2, qd, fp, clean=False, chunk_size=chunk_size,
                 executor=_engine.get_executor(executor)), single)
         return _squeeze(_fastenum.expected_loss(model, x2, y2, qd, fp, chunk_size=chunk_size,
@@ -304,10 +304,10 @@ def explicit_regularizer(
     y2 = _check_targets(model, y, x2)
     xp = model.xp
     fp = _fast_plan(model, names, qd, method, max_masks, "explicit_regularizer")
-    if fp is not None and _sharded_decoder(model, fp, qd, executor):  # docs/parallel.md
-        from dropcheck.parallel import split_decoder_loss
+    if fp is not None and _sharded_site(model, fp, qd, executor):  # docs/parallel.md
+        from dropcheck.parallel import split_site_loss
 
-        return _squeeze(split_decoder_loss(
+        return _squeeze(split_site_loss(
             model, x2, y2, qd, fp, clean=True, chunk_size=chunk_size,
             executor=_engine.get_executor(executor)), single)
     if fp is not None:

@@ -548,43 +548,60 @@ def _environ_restored(names: tuple[str, ...]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-# ----- a decoder site sharded by mask index -----
+# ----- a wide site sharded by mask index -----
 
-#: Units of a decoder site the factorized kernel enumerates per engine chunk when an executor
-#: shards it: the site's top ``d − 22`` units are the engine's (one chunk per prefix mask), so
-#: each chunk is ``2^22`` masks per example (tens of milliseconds: the kernel's set-up per
-#: call, about 3 ms, is amortised).
+#: Units of a wide site a fast kernel enumerates per engine chunk when an executor shards it:
+#: the site's other (top) units are the engine's, one chunk per prefix mask.  The factorized
+#: decoder kernel does ~5e8 masks per second, so its chunks are ``2^22`` masks per example
+#: (tens of milliseconds: its set-up per call, about 3 ms, is amortised).
 SPLIT_INNER_BITS = 22
+#: The same for the outer-sum kernel of a site one layer deeper (``method="outer_sum"``), whose
+#: per-mask work is a ``(d'+1) → c`` product and a softmax, ~50× the factorized kernel's:
+#: ``2^18`` masks per example make chunks of tens of milliseconds.
+SPLIT_INNER_BITS_OUTER = 18
+
+
+def _inner_bits(method: str) -> int:
+    return SPLIT_INNER_BITS if method == "factorized" else SPLIT_INNER_BITS_OUTER
 
 
 def split_applies(model: Any, fp: Any, qd: Any) -> bool:
-    """Whether :func:`split_decoder_loss` applies to the fast plan ``fp``.
+    """Whether :func:`split_site_loss` applies to the fast plan ``fp``.
 
-    One cross-entropy decoder site (no other site dropping), wider than
-    :data:`SPLIT_INNER_BITS`, rows without tokens.
+    One dropping site (no outer sites), rows without tokens, wider than the kernel's inner
+    units (:data:`SPLIT_INNER_BITS` for a decoder site with cross-entropy, the factorized
+    kernel; :data:`SPLIT_INNER_BITS_OUTER` for a site feeding any affine map, the outer-sum
+    kernel).
     """
     from dropcheck.losses import CrossEntropy
 
     feed = fp.feed
-    return (fp.method == "factorized" and not fp.outer and not feed.tokens
-            and isinstance(feed.token_loss, CrossEntropy)
-            and model.widths[fp.site] > SPLIT_INNER_BITS)
+    if fp.outer or feed.tokens or fp.method not in ("factorized", "outer_sum"):
+        return False
+    if fp.method == "factorized" and not isinstance(feed.token_loss, CrossEntropy):
+        return False  # the squared loss's decoder site has a closed form: nothing to shard
+    return bool(model.widths[fp.site] > _inner_bits(fp.method))
 
 
-def split_decoder_loss(model: Any, x2: Any, y2: Any, qd: Any, fp: Any, *, clean: bool,
-                       chunk_size: int | None, executor: Executor) -> Any:
+def split_site_loss(model: Any, x2: Any, y2: Any, qd: Any, fp: Any, *, clean: bool,
+                    chunk_size: int | None, executor: Executor) -> Any:
     r"""``E_η ℓ`` (minus ``ℓ(F(x))`` with ``clean``) per example ``(n,)``, sharded by mask.
 
-    With ``t = d − SPLIT_INNER_BITS``, mask ``m = m_in + 2^{d−t} m_top``: the engine enumerates
-    the top ``t`` units (chunk ``c`` = prefix mask ``c``, so a chunk is a range of mask indices)
-    and, per prefix ``η_top`` and example, the factorized kernel enumerates the other units of
+    With ``t = d − inner`` (``inner``: :data:`SPLIT_INNER_BITS`, or
+    :data:`SPLIT_INNER_BITS_OUTER` for the outer-sum kernel), mask
+    ``m = m_in + 2^{d−t} m_top``: the engine enumerates the top ``t`` units (chunk ``c`` =
+    prefix mask ``c``, so a chunk is a range of mask indices) and, per prefix ``η_top`` and
+    example, the plan's kernel enumerates the other units of the site's affine map
 
     .. math:: z(m) = W_{in}((1+η_{in})⊙h_{in}) + \big(b + W_{top}((1+η_{top})⊙h_{top})\big),
 
-    a decoder site of width ``d − t`` with the bracket as its bias;
-    ``E ℓ = Σ_top p(top) E_in ℓ``, reduced by the engine's tree: bit-identical for every
-    executor and worker count (it differs from the unsplit kernel by rounding only).
+    a site of width ``d − t`` with the bracket as its bias (the logits for a decoder site, the
+    next pre-activation otherwise); ``E ℓ = Σ_top p(top) E_in ℓ``, reduced by the engine's
+    tree: bit-identical for every executor and worker count (it differs from the unsplit
+    kernel by rounding only).
     """
+    import dataclasses
+
     from dropcheck import _engine, _fastenum
 
     xp = model.xp
@@ -592,14 +609,14 @@ def split_decoder_loss(model: Any, x2: Any, y2: Any, qd: Any, fp: Any, *, clean:
     q = qd[fp.site]
     W, b = feed.W, feed.b
     d = W.shape[1]
-    inner = SPLIT_INNER_BITS
-    h = model.site_values(model.trace(x2))[fp.site][0, ...]  # (n, d): no other site drops
+    inner = _inner_bits(fp.method)
+    tr = model.trace(x2)
+    h = model.site_values(tr)[fp.site][0, ...]  # (n, d): no other site drops
     n = h.shape[0]
     if clean:
-        shift = feed.token_loss.value(model.trace(x2).logits[0, ...], y2)
+        shift = feed.token_loss.value(tr.logits[0, ...], y2)
     else:
         shift = xp.zeros((n,), dtype=model.dtype)
-    budget = chunk_size or _engine.chunk_items(W.shape[0], budget=_engine.CACHE_BYTES)
     W_in, W_top = W[:, :inner], W[:, inner:]
     h_in, h_top = h[:, :inner], h[:, inner:]
 
@@ -607,16 +624,22 @@ def split_decoder_loss(model: Any, x2: Any, y2: Any, qd: Any, fp: Any, *, clean:
         top = eta["top"]  # (B, t)
         out = []
         for k in range(top.shape[0]):
-            o = ((1.0 + top[k, None, :]) * h_top) @ W_top.T  # (n, c): the prefix's logits
-            out.append(xp.concat([
-                _fastenum._factorized_ce_rows(xp, h_in[r : r + 1, :], W_in, b + o[r, :],
-                                              y2[r : r + 1], shift[r : r + 1], q, budget)
-                for r in range(n)]))
+            o = ((1.0 + top[k, None, :]) * h_top) @ W_top.T  # (n, d_out): the prefix's part
+            rows = []
+            for r in range(n):
+                part = dataclasses.replace(feed, W=W_in, b=b + o[r, :])
+                kernel = _fastenum._rows_fn(part, xp, fp.method, q, chunk_size)
+                rows.append(kernel(h_in[r : r + 1, :], y2[r : r + 1], shift[r : r + 1]))
+            out.append(xp.concat(rows))
         return xp.tensordot(prob, xp.stack(out), axes=1)
 
     t = d - inner
     return _engine.enumerate_sum({"top": t}, {"top": q}, fn, chunk_size=1, max_masks=2**t,
                                  xp=xp, dtype=model.dtype, executor=executor)
+
+
+#: The name of :func:`split_site_loss` while it covered decoder sites only.
+split_decoder_loss = split_site_loss
 
 
 def from_options(jobs: int | None = None, scheduler: str | None = None,

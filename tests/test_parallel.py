@@ -485,6 +485,32 @@ def test_a_wide_decoder_site_is_sharded_by_mask_index(monkeypatch, processes, da
     np.testing.assert_allclose(r, r_batched, rtol=0, atol=1e-14)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_a_wide_site_one_layer_deeper_is_sharded_by_mask_index(monkeypatch, processes,
+                                                                dask_client, activation):
+    # a site feeding a hidden layer (the outer-sum kernel) wider than SPLIT_INNER_BITS_OUTER:
+    # 3 units stay in the kernel here, so width 7 has 16 chunks; tanh takes the kernel's
+    # C/(C + B) form, relu its plain one
+    monkeypatch.setattr(dc.parallel, "SPLIT_INNER_BITS_OUTER", 3)
+    calls = []
+    split = dc.parallel.split_site_loss
+    monkeypatch.setattr(dc.parallel, "split_site_loss",
+                        lambda *a, **k: calls.append(k["executor"]) or split(*a, **k))
+    net = dc.MLP.random([5, 7, 6, 4], activation=activation, sites=("h1",), seed=5)
+    rng = np.random.default_rng(6)
+    x, y = rng.standard_normal((3, 5)), rng.integers(0, 4, 3)
+    batched = dc.exact.expected_loss(net, x, y, 0.3, method="batched")
+    serial = dc.exact.expected_loss(net, x, y, 0.3, executor=SerialExecutor())
+    # 2^7 masks summed in another order than the batched engine: a few eps of O(1) losses
+    np.testing.assert_allclose(serial, batched, rtol=1e-13)
+    for ex in (processes, DaskExecutor(dask_client, shard_chunks=5), _ShuffledInProcess(3, 1)):
+        assert np.array_equal(dc.exact.expected_loss(net, x, y, 0.3, executor=ex), serial)
+    r = dc.exact.explicit_regularizer(net, x, y, 0.3, executor=processes)
+    r_batched = dc.exact.explicit_regularizer(net, x, y, 0.3, method="batched")
+    np.testing.assert_allclose(r, r_batched, rtol=0, atol=1e-14)  # a difference of O(1) losses
+    assert len(calls) == 5  # every executor call took the sharded path
+
+
 def test_keyed_draws_do_not_depend_on_the_chunking(problem):
     # draw t is row t mod B of block t // B's stream: any cut of 0 … 299 gives the same rows
     root = np.random.SeedSequence(3)
