@@ -11,9 +11,9 @@ the site of E1's own finite-``q`` sweep (the outer-sum kernel, ~50× the work pe
 examples per net; ``R_drop`` exactly by enumeration (``2^d`` masks per example, sharded by mask
 index on the executor: :func:`dropcheck.parallel.split_site_loss`), ``R_taylor`` by (4.2).
 Per net the pooled error ``Σ|R_taylor − R_drop| / Σ|R_drop|`` (E1's ``_pooled``); per width
-the median over nets; the slope of ``log median`` against ``log d`` by least squares, with its uncertainty by a bootstrap
-over nets (2000 resamples, the nets resampled together across widths: the spread of the slope
-a new draw of nets would give).  Results are written after every width (``--json``), so a run
+the median over nets; the slope of ``log median`` against ``log d`` by least squares, with its
+uncertainty by a bootstrap over nets (2000 resamples, the nets resampled together across
+widths: the spread of the slope a new draw of nets would give).  Results are written after every width (``--json``), so a run
 cut short keeps what it measured.
 """
 
