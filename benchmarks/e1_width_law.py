@@ -13,8 +13,8 @@ index on the executor: :func:`dropcheck.parallel.split_site_loss`), ``R_taylor``
 Per net the pooled error ``Σ|R_taylor − R_drop| / Σ|R_drop|`` (E1's ``_pooled``); per width
 the median over nets; the slope of ``log median`` against ``log d`` by least squares, with its
 uncertainty by a bootstrap over nets (2000 resamples, the nets resampled together across
-widths: the spread of the slope a new draw of nets would give).  Results are written after every width (``--json``), so a run
-cut short keeps what it measured.
+widths: the spread of the slope a new draw of nets would give).  Results are written after
+every width (``--json``), so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
