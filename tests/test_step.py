@@ -179,8 +179,8 @@ def test_the_benchmarks_multiply_add_count_is_the_sweeps(monkeypatch):
     """``bench_sampled.macs`` (the floor quoted in docs/benchmarks.md) counts the products the
     plain and fused steps actually run: every matrix product of the MLP is counted here."""
     import array_api_compat.numpy as xnp
-
     from dropcheck.benchmarks import bench_sampled
+
     from dropcheck.models import mlp
 
     count = [0]
