@@ -207,3 +207,24 @@ def test_the_benchmarks_multiply_add_count_is_the_sweeps(monkeypatch):
         count[0] = 0
         sampled_step(net, x, y, 0.5, rng=0)
         assert count[0] == fused
+
+
+def test_a_pytorch_module_gives_the_mlps_step():
+    """``dc.from_torch`` models take the protocol's default ``reverse`` (torch.func sweeps): the
+    same step as the MLP with the same weights, draws and labels (rounding: ~1e-16)."""
+    torch = pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[dev]')")
+    torch.manual_seed(0)
+    mod = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Dropout(0.3),
+                              torch.nn.Linear(6, 3)).double()
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((5, 4)), rng.integers(0, 3, 5)
+    tm = dc.from_torch(mod, torch.from_numpy(x))
+    w = [mod[i].weight.detach().numpy() for i in (0, 3)]
+    b = [mod[i].bias.detach().numpy() for i in (0, 3)]
+    mlp = dc.MLP(w, b, "tanh", ("h1",))
+    got = sampled_step(tm, torch.from_numpy(x), torch.from_numpy(y), 0.3, rng=3)
+    want = sampled_step(mlp, x, y, 0.3, rng=3)
+    assert np.array_equal(np.asarray(got.labels), want.labels)
+    for field in ("loss", "grad", "xi", "r_hat"):
+        assert_close(np.asarray(getattr(got, field)), getattr(want, field), rtol=RTOL, atol=ATOL,
+                     err_msg=field)
